@@ -1,0 +1,5 @@
+//! End-to-end proving ground: the Octopus Server twin, the real control plane harness
+//! and the scenarios' shared helpers.
+
+pub mod cluster;
+pub mod twin;

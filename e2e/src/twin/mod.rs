@@ -1,0 +1,1 @@
+//! The Octopus Server twin (owned by the twin work).

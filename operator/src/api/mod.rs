@@ -1,0 +1,1 @@
+//! The `OctopusCluster` custom resource (group `octopusoperator.dev`, `v1alpha1`).

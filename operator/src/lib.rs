@@ -1,0 +1,10 @@
+//! octopus-operator: runs Octopus Deploy Server HA clusters on Kubernetes and upgrades
+//! them by Octopus's own rules.
+//!
+//! One way through the code: observe -> decide (pure: `planner`) -> act (one idempotent
+//! step) -> record (status via server-side apply).
+
+pub mod api;
+pub mod octopus;
+pub mod planner;
+pub mod version;

@@ -1,0 +1,1 @@
+//! Octopus Server REST API client (owned by the client work).

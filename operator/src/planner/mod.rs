@@ -1,0 +1,2 @@
+//! The upgrade planner (owned by the planner work).
+pub mod cli;

@@ -1,0 +1,1 @@
+//! Octopus versions (owned by the planner work).
