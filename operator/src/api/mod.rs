@@ -79,7 +79,7 @@ mod tests {
         assert_eq!(spec.replicas, 1);
         assert_eq!(spec.image.repository, "octopusdeploy/octopusdeploy");
         assert_eq!(spec.upgrade.schema_upgrades, SchemaUpgradePolicy::Manual);
-        assert_eq!(spec.upgrade.drain_timeout.to_string(), "30m");
+        assert!(spec.upgrade.drain_timeout == std::time::Duration::from_secs(30 * 60));
         assert!(!spec.paused);
     }
 }
