@@ -1,1 +1,142 @@
-//! Octopus Server REST API client (owned by the client work).
+//! Octopus Server REST API: the [`OctopusApi`] trait the reconciler talks through, its
+//! reqwest implementation [`OctopusClient`], the resources in Octopus's own JSON names, and
+//! typed errors with condition reasons.
+//!
+//! This module only speaks the protocol. It decides nothing: when to drain a node or turn
+//! maintenance mode on belongs to the planner. Tests swap the trait for a fake.
+//!
+//! Routes (under the endpoint's base URL, which may carry a virtual directory):
+//! `GET /api`, `GET /api/octopusservernodes/summary`, `GET/PUT /api/octopusservernodes/{id}`,
+//! `GET /api/octopusservernodes/ping`, `GET/PUT /api/maintenanceconfiguration`,
+//! `GET /api/tasks`, `POST /api/tasks`, `POST /api/tasks/{id}/cancel`,
+//! `GET /api/serverstatus/health`.
+
+mod client;
+mod endpoint;
+mod error;
+pub mod models;
+
+#[cfg(test)]
+mod client_tests;
+
+use std::collections::HashSet;
+
+use async_trait::async_trait;
+
+pub use client::{API_KEY_HEADER, ClientOptions, OctopusClient};
+pub use endpoint::{ApiKey, OctopusEndpoint};
+pub use error::OctopusError;
+pub use models::{
+    ClusterSummary, CreateTask, Links, MaintenanceConfiguration, NodePing, NodeSummary,
+    OctopusServerNode, Page, RootResource, ServerStatusHealth, ServerTask, TaskQuery, TaskState,
+    builtin_tasks,
+};
+
+pub type OctopusResult<T> = Result<T, OctopusError>;
+
+/// `all_tasks` gives up rather than follow more pages than this.
+pub const MAX_TASK_PAGES: usize = 1000;
+/// Page size `all_tasks` asks for when the query sets none.
+pub const ALL_TASKS_PAGE_SIZE: u32 = 100;
+
+/// The calls the operator makes to one Octopus Server endpoint.
+///
+/// `set_node_drain`, `set_maintenance` and `all_tasks` are provided on top of the others,
+/// so every implementation (the real client, test fakes) shares their logic.
+#[async_trait]
+pub trait OctopusApi: Send + Sync {
+    /// `GET /api`: version and links.
+    async fn root(&self) -> OctopusResult<RootResource>;
+
+    /// `GET /api/octopusservernodes/summary`: every node with its drain flag, liveness,
+    /// running task count and version.
+    async fn cluster_summary(&self) -> OctopusResult<ClusterSummary>;
+
+    /// `GET /api/octopusservernodes/{id}`.
+    async fn get_node(&self, id: &str) -> OctopusResult<OctopusServerNode>;
+
+    /// `PUT /api/octopusservernodes/{node.Id}` with the whole resource; returns Octopus's
+    /// copy.
+    async fn update_node(&self, node: &OctopusServerNode) -> OctopusResult<OctopusServerNode>;
+
+    /// `GET /api/octopusservernodes/ping` on the node this endpoint reaches: 200 (serving)
+    /// and 418 (draining or offline) are both answers.
+    async fn ping(&self) -> OctopusResult<NodePing>;
+
+    /// `GET /api/maintenanceconfiguration`.
+    async fn maintenance(&self) -> OctopusResult<MaintenanceConfiguration>;
+
+    /// `PUT /api/maintenanceconfiguration` with the whole resource.
+    async fn update_maintenance(
+        &self,
+        config: &MaintenanceConfiguration,
+    ) -> OctopusResult<MaintenanceConfiguration>;
+
+    /// `GET /api/tasks?...`: one page.
+    async fn tasks(&self, query: &TaskQuery) -> OctopusResult<Page<ServerTask>>;
+
+    /// `POST /api/tasks/{id}/cancel`. Sent once, never retried.
+    async fn cancel_task(&self, id: &str) -> OctopusResult<ServerTask>;
+
+    /// `POST /api/tasks` (or `/api/{SpaceId}/tasks`), e.g. `Upgrade`, `UpdateCalamari`,
+    /// `Health`. Sent once, never retried.
+    async fn create_task(&self, task: &CreateTask) -> OctopusResult<ServerTask>;
+
+    /// `GET /api/serverstatus/health`; a 418 (not operating normally) is an answer.
+    async fn health(&self) -> OctopusResult<ServerStatusHealth>;
+
+    /// Drains (`true`) or undrains a node: reads it and, only if its `IsInMaintenanceMode`
+    /// differs, PUTs it back with that one field changed. Returns the node as it now is.
+    async fn set_node_drain(&self, id: &str, drained: bool) -> OctopusResult<OctopusServerNode> {
+        let mut node = self.get_node(id).await?;
+        if node.is_in_maintenance_mode == drained {
+            return Ok(node);
+        }
+        node.is_in_maintenance_mode = drained;
+        self.update_node(&node).await
+    }
+
+    /// Turns server-wide maintenance mode on or off, read-modify-write like
+    /// `set_node_drain`; no PUT when it already is.
+    async fn set_maintenance(&self, on: bool) -> OctopusResult<MaintenanceConfiguration> {
+        let mut config = self.maintenance().await?;
+        if config.is_in_maintenance_mode == on {
+            return Ok(config);
+        }
+        config.is_in_maintenance_mode = on;
+        self.update_maintenance(&config).await
+    }
+
+    /// Every task matching `query`, following pages from `query.skip` with `query.take`
+    /// (default [`ALL_TASKS_PAGE_SIZE`]) per page. A task seen on two pages (the list
+    /// shifts while tasks are queued) is kept once.
+    async fn all_tasks(&self, query: &TaskQuery) -> OctopusResult<Vec<ServerTask>> {
+        let take = query.take.unwrap_or(ALL_TASKS_PAGE_SIZE).max(1);
+        let mut skip = query.skip.unwrap_or(0);
+        let mut tasks: Vec<ServerTask> = Vec::new();
+        let mut seen = HashSet::new();
+        for _ in 0..MAX_TASK_PAGES {
+            let page_query = TaskQuery {
+                skip: Some(skip),
+                take: Some(take),
+                ..query.clone()
+            };
+            let page = self.tasks(&page_query).await?;
+            let count = page.items.len();
+            for task in page.items {
+                if seen.insert(task.id.clone()) {
+                    tasks.push(task);
+                }
+            }
+            skip = skip.saturating_add(u32::try_from(count).unwrap_or(u32::MAX));
+            if count == 0 || u64::from(skip) >= page.total_results {
+                return Ok(tasks);
+            }
+        }
+        Err(OctopusError::BadResponse {
+            route: "GET /api/tasks".into(),
+            status: 200,
+            detail: format!("more than {MAX_TASK_PAGES} pages of tasks; narrow the query"),
+        })
+    }
+}
