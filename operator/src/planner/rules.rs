@@ -52,11 +52,15 @@ fn join(path: &[OctopusVersion]) -> String {
 fn unsupported_path(request: &PlanRequest, _: ChangeKind) -> Option<String> {
     let first = *legacy::first_hops(&request.from, &request.to).first()?;
     let path = legacy::path(&request.from, &request.to);
+    let via = first.via.to_string();
+    let named = if first.via_name == via {
+        via
+    } else {
+        format!("{via} ({})", first.via_name)
+    };
     Some(format!(
-        "{} (Octopus docs: supported upgrade paths): set spec.version to {} ({}) first, one hop at a time along {}",
+        "{} (Octopus docs: supported upgrade paths): set spec.version to {named} first, one hop at a time along {}",
         first.rule,
-        first.via,
-        first.via_name,
         join(&path)
     ))
 }
