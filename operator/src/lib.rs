@@ -7,4 +7,5 @@
 pub mod api;
 pub mod octopus;
 pub mod planner;
+pub mod resources;
 pub mod version;
