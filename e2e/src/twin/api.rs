@@ -152,10 +152,7 @@ pub fn handle(
         return error(
             StatusCode::NOT_FOUND,
             "unmatched",
-            format!(
-                "The resource you requested was not found: {}",
-                req.path
-            ),
+            format!("The resource you requested was not found: {}", req.path),
         );
     };
     let template = route.template();
@@ -165,12 +162,18 @@ pub fn handle(
         query: parse_query(req.query),
     };
     let Some(inst) = world.installation(index) else {
-        return error(StatusCode::SERVICE_UNAVAILABLE, template, "No server available");
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            template,
+            "No server available",
+        );
     };
     let role = if route.is_anonymous() {
         None
     } else {
-        let key = req.api_key.or_else(|| ctx.query.get("apikey").map(String::as_str));
+        let key = req
+            .api_key
+            .or_else(|| ctx.query.get("apikey").map(String::as_str));
         match key.and_then(|k| inst.authenticate(k)) {
             Some(role) if !inst.faults.api_key_expired => Some(role),
             _ => {
@@ -188,7 +191,11 @@ pub fn handle(
         .and_then(|p| inst.nodes.get(&p.node_name))
         .cloned()
     else {
-        return error(StatusCode::SERVICE_UNAVAILABLE, template, "No server available");
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            template,
+            "No server available",
+        );
     };
     let version = answering.version.clone();
     let method = req.method;
@@ -201,7 +208,11 @@ pub fn handle(
             .map(|r| node_resource(r, &ctx))
             .collect::<Vec<_>>()),
         (Route::ClusterSummary, &Method::GET) => ok(json::OctopusServerClusterSummaryResource {
-            nodes: inst.nodes.values().map(|r| node_summary(inst, r, &ctx)).collect(),
+            nodes: inst
+                .nodes
+                .values()
+                .map(|r| node_summary(inst, r, &ctx))
+                .collect(),
             links: links(&ctx, &[("Self", "/api/octopusservernodes/summary")]),
         }),
         (Route::Ping, &Method::GET) => ping(inst, &answering, &ctx),
@@ -218,14 +229,20 @@ pub fn handle(
                 running_tasks: inst.running_task_count(&row.name),
                 links: links(
                     &ctx,
-                    &[("Self", &format!("/api/octopusservernodes/{}/details", row.id))],
+                    &[(
+                        "Self",
+                        &format!("/api/octopusservernodes/{}/details", row.id),
+                    )],
                 ),
             }),
             None => not_found(id),
         },
         (Route::MaintenanceConfiguration, &Method::GET) => ok(maintenance(inst, &ctx)),
         (Route::MaintenanceConfiguration, &Method::PUT) => {
-            return with_route(put_maintenance(world, index, role, req.body, &ctx), template);
+            return with_route(
+                put_maintenance(world, index, role, req.body, &ctx),
+                template,
+            );
         }
         (Route::ServerStatus, &Method::GET) => ok(json::ServerStatusResource {
             id: "serverstatus".into(),
@@ -349,7 +366,9 @@ fn refusal(r: Refusal, id: &str) -> ApiResponse {
         Refusal::UnknownTaskName(name) => error(
             StatusCode::BAD_REQUEST,
             "",
-            format!("There was a problem with your request. '{name}' is not a task that can be created through this API."),
+            format!(
+                "There was a problem with your request. '{name}' is not a task that can be created through this API."
+            ),
         ),
         Refusal::Forbidden => error(
             StatusCode::FORBIDDEN,
@@ -379,8 +398,14 @@ fn root(inst: &Installation, version: &str, ctx: &Ctx<'_>) -> json::RootResource
             ctx,
             &[
                 ("Self", "/api"),
-                ("OctopusServerNodes", "/api/octopusservernodes{/id}{?skip,take,ids,partialName}"),
-                ("OctopusServerClusterSummary", "/api/octopusservernodes/summary"),
+                (
+                    "OctopusServerNodes",
+                    "/api/octopusservernodes{/id}{?skip,take,ids,partialName}",
+                ),
+                (
+                    "OctopusServerClusterSummary",
+                    "/api/octopusservernodes/summary",
+                ),
                 ("MaintenanceConfiguration", "/api/maintenanceconfiguration"),
                 ("ServerStatus", "/api/serverstatus"),
                 ("ServerHealthStatus", "/api/serverstatus/health"),
@@ -401,7 +426,10 @@ fn node_links(row: &NodeRow, ctx: &Ctx<'_>) -> Links {
         ctx,
         &[
             ("Self", &format!("/api/octopusservernodes/{}", row.id)),
-            ("Details", &format!("/api/octopusservernodes/{}/details", row.id)),
+            (
+                "Details",
+                &format!("/api/octopusservernodes/{}/details", row.id),
+            ),
         ],
     )
 }
@@ -436,7 +464,10 @@ fn node_summary(
     }
 }
 
-fn node_list(inst: &Installation, ctx: &Ctx<'_>) -> json::ResourceCollection<json::OctopusServerNodeResource> {
+fn node_list(
+    inst: &Installation,
+    ctx: &Ctx<'_>,
+) -> json::ResourceCollection<json::OctopusServerNodeResource> {
     let ids = ctx.list("ids");
     let partial = ctx.query.get("partialName").map(|s| s.to_ascii_lowercase());
     let rows: Vec<&NodeRow> = inst
@@ -538,9 +569,13 @@ fn health(inst: &Installation, ctx: &Ctx<'_>) -> ApiResponse {
     let normal = !read_only && !draining;
     let description = match (read_only, draining) {
         (false, false) => "Octopus Server is operating normally.",
-        (true, false) => "The Octopus Server cluster is in maintenance mode: it is read-only for everyone but administrators.",
+        (true, false) => {
+            "The Octopus Server cluster is in maintenance mode: it is read-only for everyone but administrators."
+        }
         (false, true) => "Every Octopus Server node is draining tasks: no new tasks will start.",
-        (true, true) => "The Octopus Server cluster is in maintenance mode and every node is draining tasks.",
+        (true, true) => {
+            "The Octopus Server cluster is in maintenance mode and every node is draining tasks."
+        }
     };
     let body = json::ServerStatusHealthResource {
         is_operating_normally: normal,
@@ -569,7 +604,11 @@ fn maintenance(inst: &Installation, ctx: &Ctx<'_>) -> json::MaintenanceConfigura
 
 fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiResponse> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(error(StatusCode::BAD_REQUEST, "", "No request body was supplied."));
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "",
+            "No request body was supplied.",
+        ));
     }
     serde_json::from_slice(body).map_err(|e| {
         error(
@@ -601,7 +640,11 @@ fn put_node(
         Ok(u) => u,
         Err(e) => return e,
     };
-    if update.id.as_deref().is_some_and(|b| !b.eq_ignore_ascii_case(&row.id)) {
+    if update
+        .id
+        .as_deref()
+        .is_some_and(|b| !b.eq_ignore_ascii_case(&row.id))
+    {
         return error(
             StatusCode::BAD_REQUEST,
             "",
@@ -756,8 +799,14 @@ fn task_resource(t: &Task, ctx: &Ctx<'_>) -> json::TaskResource {
                 ("Raw", &format!("/api/tasks/{id}/raw")),
                 ("Rerun", &format!("/api/tasks/rerun/{id}")),
                 ("Cancel", &format!("/api/tasks/{id}/cancel")),
-                ("QueuedBehind", &format!("/api/tasks/{id}/queued-behind{{?skip}}")),
-                ("Details", &format!("/api/tasks/{id}/details{{?verbose,tail}}")),
+                (
+                    "QueuedBehind",
+                    &format!("/api/tasks/{id}/queued-behind{{?skip}}"),
+                ),
+                (
+                    "Details",
+                    &format!("/api/tasks/{id}/details{{?verbose,tail}}"),
+                ),
             ],
         ),
         id,
@@ -789,9 +838,11 @@ fn task_list(
     let matches_all_but_state = |t: &&Task| {
         (names.is_empty() || names.iter().any(|n| n.eq_ignore_ascii_case(&t.name)))
             && (ids.is_empty() || ids.iter().any(|i| i.eq_ignore_ascii_case(&t.id())))
-            && node
-                .as_ref()
-                .is_none_or(|n| t.server_node.as_deref().is_some_and(|s| s.eq_ignore_ascii_case(n)))
+            && node.as_ref().is_none_or(|n| {
+                t.server_node
+                    .as_deref()
+                    .is_some_and(|s| s.eq_ignore_ascii_case(n))
+            })
             && (!running || t.state.is_running())
             && (!active || !t.state.is_completed())
             && !interruptions
@@ -803,7 +854,12 @@ fn task_list(
                 .is_none_or(|p| t.description.to_ascii_lowercase().contains(p))
     };
     // Newest first, as Octopus lists them.
-    let candidates: Vec<&Task> = inst.tasks.values().rev().filter(matches_all_but_state).collect();
+    let candidates: Vec<&Task> = inst
+        .tasks
+        .values()
+        .rev()
+        .filter(matches_all_but_state)
+        .collect();
     let mut counts: BTreeMap<String, usize> = TaskState::ALL
         .iter()
         .map(|s| (s.as_str().to_string(), 0))
@@ -819,7 +875,9 @@ fn task_list(
         Some(s) => format!("/api/{s}/tasks"),
         None => "/api/tasks".to_string(),
     };
-    let template = format!("{base}{{/id}}{{?skip,active,environment,tenant,project,name,node,running,states,hasPendingInterruptions,hasWarningsOrErrors,take,ids,partialName,spaces,includeSystem}}");
+    let template = format!(
+        "{base}{{/id}}{{?skip,active,environment,tenant,project,name,node,running,states,hasPendingInterruptions,hasWarningsOrErrors,take,ids,partialName,spaces,includeSystem}}"
+    );
     page(
         "Task",
         &base,
@@ -834,7 +892,11 @@ fn task_list(
 /// Splits and percent-decodes a query string.
 fn parse_query(query: Option<&str>) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    for pair in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         out.insert(percent_decode(k), percent_decode(v));
     }
@@ -890,7 +952,9 @@ mod tests {
 
     #[test]
     fn decodes_queries() {
-        let q = parse_query(Some("states=Executing%2CCancelling&take=5&partialName=a+b&x=%zz"));
+        let q = parse_query(Some(
+            "states=Executing%2CCancelling&take=5&partialName=a+b&x=%zz",
+        ));
         assert_eq!(q["states"], "Executing,Cancelling");
         assert_eq!(q["take"], "5");
         assert_eq!(q["partialName"], "a b");

@@ -167,7 +167,9 @@ impl EventLog {
 
     /// Events after `seq` (exclusive).
     pub fn since(&self, seq: u64) -> &[Event] {
-        let start = usize::try_from(seq).unwrap_or(usize::MAX).min(self.events.len());
+        let start = usize::try_from(seq)
+            .unwrap_or(usize::MAX)
+            .min(self.events.len());
         &self.events[start..]
     }
 }

@@ -23,7 +23,10 @@ fn serialize_time<S: serde::Serializer>(t: &Timestamp, s: S) -> Result<S::Ok, S:
     s.serialize_str(&octopus_time(*t))
 }
 
-fn serialize_opt_time<S: serde::Serializer>(t: &Option<Timestamp>, s: S) -> Result<S::Ok, S::Error> {
+fn serialize_opt_time<S: serde::Serializer>(
+    t: &Option<Timestamp>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     match t {
         Some(t) => s.serialize_str(&octopus_time(*t)),
         None => s.serialize_none(),
@@ -50,7 +53,10 @@ pub struct OctopusServerNodeResource {
     pub name: String,
     pub max_concurrent_tasks: u32,
     pub is_in_maintenance_mode: bool,
-    #[serde(serialize_with = "serialize_opt_time", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        serialize_with = "serialize_opt_time",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub last_modified_on: Option<Timestamp>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_modified_by: Option<String>,
@@ -124,7 +130,10 @@ pub struct OctopusServerNodeDetailsResource {
 pub struct MaintenanceConfigurationResource {
     pub id: String,
     pub is_in_maintenance_mode: bool,
-    #[serde(serialize_with = "serialize_opt_time", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        serialize_with = "serialize_opt_time",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub last_modified_on: Option<Timestamp>,
     pub links: Links,
 }
@@ -283,7 +292,9 @@ mod tests {
 
     #[test]
     fn formats_dates_as_octopus_does() {
-        let t: Timestamp = "2017-03-20T21:00:17.205Z".parse().unwrap_or(Timestamp::UNIX_EPOCH);
+        let t: Timestamp = "2017-03-20T21:00:17.205Z"
+            .parse()
+            .unwrap_or(Timestamp::UNIX_EPOCH);
         assert_eq!(octopus_time(t), "2017-03-20T21:00:17.205+00:00");
         assert_eq!(
             completed_text("Success", Some(t)),

@@ -10,11 +10,261 @@
 //!   for Octopus pods (patches their status).
 //!
 //! The twin never looks at operator types, labels or annotations: it sees pods, their
-//! images and env, Secrets, Services, and HTTP requests — what Octopus itself would see.
+//! images and env, Secrets, ConfigMaps, Services, and HTTP requests — what Octopus and
+//! the kubelet would see.
 
+pub mod api;
 pub mod config;
 pub mod events;
-pub mod model;
-pub mod version;
-pub mod api;
 pub mod json;
+pub mod kubelet;
+pub mod model;
+pub mod server;
+pub mod version;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use config::{Faults, GeneratorConfig, ImagePattern, Timing};
+pub use events::{Event, EventKind};
+pub use model::snapshot::{InstallationSnapshot, TwinState};
+pub use model::{ConfigError, OctopusEnv, PodRuntimeStatus, PodView, Role, Secret};
+
+use server::{SharedWorld, lock};
+
+/// How to start a twin.
+#[derive(Clone)]
+pub struct TwinConfig {
+    /// Where to listen; `127.0.0.1:0` picks a free port.
+    pub bind: SocketAddr,
+    /// With a client the twin plays kubelet for Octopus pods on that API server.
+    pub kube: Option<kube::Client>,
+    /// Timing of installations not configured otherwise.
+    pub timing: Timing,
+    /// Task generator of installations not configured otherwise.
+    pub generator: GeneratorConfig,
+    /// Which images are Octopus Server.
+    pub image_pattern: ImagePattern,
+    /// How often model time is advanced without requests (and pod status published).
+    pub tick: Duration,
+    /// Seed of every random choice (task durations, faults, arrival jitter).
+    pub seed: u64,
+}
+
+impl Default for TwinConfig {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            kube: None,
+            timing: Timing::default(),
+            generator: GeneratorConfig::default(),
+            image_pattern: ImagePattern::default(),
+            tick: Duration::from_millis(50),
+            seed: 1,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TwinError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Entry point.
+pub struct Twin;
+
+impl Twin {
+    /// Binds, starts the server, the clock and (with a kube client) the kubelet role.
+    pub async fn start(config: TwinConfig) -> Result<TwinHandle, TwinError> {
+        let listener = TcpListener::bind(config.bind)
+            .await
+            .map_err(|source| TwinError::Bind {
+                addr: config.bind,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| TwinError::Bind {
+            addr: config.bind,
+            source,
+        })?;
+        let world: SharedWorld = Arc::new(Mutex::new(model::World::new(
+            config.timing.clone(),
+            config.generator.clone(),
+            config.seed,
+            Timestamp::now(),
+        )));
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let mut tasks = vec![
+            tokio::spawn(server::serve(listener, world.clone(), shutdown_rx.clone())),
+            tokio::spawn(server::tick(
+                world.clone(),
+                config.tick,
+                shutdown_rx.clone(),
+            )),
+        ];
+        if let Some(client) = config.kube.clone() {
+            tasks.push(tokio::spawn(kubelet::run(
+                client,
+                world.clone(),
+                config.image_pattern.clone(),
+                config.tick,
+                shutdown_rx,
+            )));
+        }
+        tracing::info!(%addr, kubelet = config.kube.is_some(), "octopus twin listening");
+        Ok(TwinHandle {
+            addr,
+            world,
+            shutdown: shutdown_tx,
+            tasks,
+        })
+    }
+}
+
+/// A running twin. Dropping it without [`TwinHandle::shutdown`] leaves its tasks running
+/// until the runtime ends.
+pub struct TwinHandle {
+    addr: SocketAddr,
+    world: SharedWorld,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl TwinHandle {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The Octopus server URL of the installation behind a Service:
+    /// `http://127.0.0.1:PORT/{namespace}/{service}` (append `/api/...`).
+    pub fn installation_url(&self, namespace: &str, service: &str) -> String {
+        format!("{}/{namespace}/{service}", self.base_url())
+    }
+
+    fn with_world<T>(&self, f: impl FnOnce(&mut model::World) -> T) -> T {
+        let mut w = lock(&self.world);
+        w.advance(Timestamp::now());
+        f(&mut w)
+    }
+
+    /// Every recorded event so far.
+    pub fn events(&self) -> Vec<Event> {
+        self.with_world(|w| w.log.all().to_vec())
+    }
+
+    /// Events after sequence number `seq`.
+    pub fn events_since(&self, seq: u64) -> Vec<Event> {
+        self.with_world(|w| w.log.since(seq).to_vec())
+    }
+
+    /// Events of the installation behind a Service (empty if none is known yet).
+    pub fn installation_events(&self, namespace: &str, service: &str) -> Vec<Event> {
+        self.with_world(|w| {
+            let Some(name) = w
+                .installation_for_service(namespace, service)
+                .and_then(|i| w.installation(i))
+                .map(|i| i.name.clone())
+            else {
+                return Vec::new();
+            };
+            w.log
+                .all()
+                .iter()
+                .filter(|e| e.installation.as_deref() == Some(name.as_str()))
+                .cloned()
+                .collect()
+        })
+    }
+
+    /// Faults of the installation behind a Service (kept until its first pod appears).
+    pub fn set_faults(&self, namespace: &str, service: &str, faults: Faults) {
+        self.with_world(|w| w.set_faults(namespace, service, faults));
+    }
+
+    /// Timing of the installation behind a Service (kept until its first pod appears).
+    pub fn set_timing(&self, namespace: &str, service: &str, timing: Timing) {
+        self.with_world(|w| w.set_timing(namespace, service, timing));
+    }
+
+    /// Timing of installations created from now on.
+    pub fn set_default_timing(&self, timing: Timing) {
+        self.with_world(|w| w.set_default_timing(timing));
+    }
+
+    /// Task generator of the installation behind a Service.
+    pub fn set_generator(&self, namespace: &str, service: &str, generator: GeneratorConfig) {
+        self.with_world(|w| w.set_generator(namespace, service, generator));
+    }
+
+    /// Task generator of installations created from now on.
+    pub fn set_default_generator(&self, generator: GeneratorConfig) {
+        self.with_world(|w| w.set_default_generator(generator));
+    }
+
+    /// Pauses (false) or resumes (true) the generator; false if no installation is known.
+    pub fn set_generator_enabled(&self, namespace: &str, service: &str, enabled: bool) -> bool {
+        self.with_world(|w| w.set_generator_enabled(namespace, service, enabled))
+    }
+
+    /// Registers an API key with a role in the installation's database.
+    pub fn add_api_key(&self, namespace: &str, service: &str, key: &str, role: Role) {
+        self.with_world(|w| w.add_api_key(namespace, service, Secret::new(key), role));
+    }
+
+    /// The installation behind a Service, if one is known.
+    pub fn snapshot(&self, namespace: &str, service: &str) -> Option<InstallationSnapshot> {
+        self.with_world(|w| w.snapshot_service(namespace, service))
+    }
+
+    /// Everything the twin knows.
+    pub fn state(&self) -> TwinState {
+        self.with_world(|w| w.state())
+    }
+
+    /// The status the twin (as kubelet) gives an Octopus pod.
+    pub fn pod_status(&self, namespace: &str, name: &str) -> Option<PodRuntimeStatus> {
+        self.with_world(|w| w.pod_status(namespace, name))
+    }
+
+    /// Feeds a pod directly (what the kubelet role does from a watch); for tests
+    /// without a control plane.
+    pub fn apply_pod(&self, pod: PodView) {
+        self.with_world(|w| w.apply_pod(pod, Timestamp::now()));
+    }
+
+    pub fn delete_pod(&self, namespace: &str, name: &str) {
+        self.with_world(|w| w.delete_pod(namespace, name, Timestamp::now()));
+    }
+
+    /// Feeds a Service directly; for tests without a control plane.
+    pub fn apply_service(&self, namespace: &str, name: &str, selector: BTreeMap<String, String>) {
+        self.with_world(|w| w.apply_service(namespace, name, selector));
+    }
+
+    pub fn delete_service(&self, namespace: &str, name: &str) {
+        self.with_world(|w| w.delete_service(namespace, name));
+    }
+
+    /// Stops serving, the clock and the kubelet role.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}

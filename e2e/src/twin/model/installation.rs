@@ -45,7 +45,9 @@ impl Schema {
 #[derive(Clone, Debug, PartialEq)]
 pub enum ProcessPhase {
     /// Container started; at `ready_at` the server checks the schema (`None`: hangs).
-    Starting { ready_at: Option<Timestamp> },
+    Starting {
+        ready_at: Option<Timestamp>,
+    },
     /// Waiting for another node's schema upgrade to finish.
     AwaitingSchemaLock,
     Migrating {
@@ -411,12 +413,18 @@ impl Installation {
             self.crash(
                 key,
                 now,
-                format!("cannot determine the Octopus Server version from image tag '{version_text}'"),
+                format!(
+                    "cannot determine the Octopus Server version from image tag '{version_text}'"
+                ),
                 log,
             );
             return;
         };
-        if self.migration_lock.as_ref().is_some_and(|holder| holder != key) {
+        if self
+            .migration_lock
+            .as_ref()
+            .is_some_and(|holder| holder != key)
+        {
             if let Some(p) = self.processes.get_mut(key) {
                 p.phase = ProcessPhase::AwaitingSchemaLock;
             }
@@ -956,7 +964,7 @@ impl Installation {
         }
         let inst = self.name.clone();
         for task in self.tasks.values_mut() {
-            if !task.due().is_some_and(|d| d <= t) {
+            if task.due().is_none_or(|d| d > t) {
                 continue;
             }
             let node = task.server_node.clone();

@@ -303,7 +303,10 @@ impl World {
         }
         let index = self.installations.len();
         let name = format!("installation-{}", index + 1);
-        let seed = self.seed.wrapping_add(index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let seed = self
+            .seed
+            .wrapping_add(index as u64)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
         self.installations.push(Installation::new(
             name,
             self.default_timing.clone(),
@@ -340,7 +343,12 @@ impl World {
         Some(self.installations.get(index)?.name.clone())
     }
 
-    pub fn apply_service(&mut self, namespace: &str, name: &str, selector: BTreeMap<String, String>) {
+    pub fn apply_service(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        selector: BTreeMap<String, String>,
+    ) {
         self.services
             .insert((namespace.to_string(), name.to_string()), selector);
         self.apply_pending();
@@ -390,9 +398,7 @@ impl World {
             .filter_map(|e| {
                 let index = e.installation?;
                 let process = self.installations.get(index)?.processes.get(&e.view.uid)?;
-                process
-                    .is_running()
-                    .then(|| (index, e.view.uid.clone()))
+                process.is_running().then(|| (index, e.view.uid.clone()))
             })
             .collect();
         if ready.is_empty() {

@@ -30,7 +30,11 @@ fn timing() -> Timing {
 
 fn world() -> World {
     let mut w = World::new(timing(), GeneratorConfig::off(), 7, t(0));
-    w.apply_service("ns", "octo", BTreeMap::from([("app".into(), "octo".into())]));
+    w.apply_service(
+        "ns",
+        "octo",
+        BTreeMap::from([("app".into(), "octo".into())]),
+    );
     w
 }
 
@@ -95,7 +99,11 @@ fn fresh_database_takes_the_schema_of_the_first_node() {
     let status = w.pod_status("ns", "octo-0").expect("status");
     assert!(status.ready);
     // The migration finished exactly at start delay + migration time.
-    let migrated = w.log.all().iter().find(|e| matches!(e.kind, EventKind::SchemaMigrated { .. }));
+    let migrated = w
+        .log
+        .all()
+        .iter()
+        .find(|e| matches!(e.kind, EventKind::SchemaMigrated { .. }));
     assert_eq!(migrated.map(|e| e.at), Some(t(3)));
 }
 
@@ -108,7 +116,10 @@ fn same_schema_line_starts_after_the_start_delay() {
     assert_eq!(phase(&w, "octo-1"), "Starting");
     w.advance(t(now + 1));
     assert_eq!(phase(&w, "octo-1"), "Running");
-    assert_eq!(count(&w, |k| matches!(k, EventKind::SchemaMigrated { .. })), 1);
+    assert_eq!(
+        count(&w, |k| matches!(k, EventKind::SchemaMigrated { .. })),
+        1
+    );
 }
 
 #[test]
@@ -120,7 +131,10 @@ fn newer_minor_migrates_when_alone() {
     w.advance(t(now + 3));
     assert_eq!(phase(&w, "octo-0"), "Running");
     assert_eq!(inst(&w).schema.map(|s| s.line), Some((2024, 2)));
-    assert_eq!(count(&w, |k| matches!(k, EventKind::SchemaViolation { .. })), 0);
+    assert_eq!(
+        count(&w, |k| matches!(k, EventKind::SchemaViolation { .. })),
+        0
+    );
 }
 
 #[test]
@@ -132,20 +146,28 @@ fn migration_aborts_beside_running_nodes_since_2023_2_9755() {
     w.advance(t(now + 1));
     assert_eq!(phase(&w, "octo-1"), "CrashLoopBackOff");
     assert_eq!(inst(&w).schema.map(|s| s.line), Some((2023, 2)));
-    let aborted = count(&w, |k| matches!(k, EventKind::SchemaMigrationAborted { running_nodes, .. } if running_nodes == &vec!["octo-0".to_string()]));
+    let aborted = count(
+        &w,
+        |k| matches!(k, EventKind::SchemaMigrationAborted { running_nodes, .. } if running_nodes == &vec!["octo-0".to_string()]),
+    );
     assert_eq!(aborted, 1);
     // Retried with back-off (crashes at +1, +3, +6): restarts counted, still aborting.
     w.advance(t(now + 9));
     let status = w.pod_status("ns", "octo-1").expect("status");
     assert!(!status.ready);
     assert!(status.restart_count >= 2, "{status:?}");
-    assert!(matches!(status.state, ContainerState::Waiting { ref reason, .. } if reason == "CrashLoopBackOff"));
+    assert!(
+        matches!(status.state, ContainerState::Waiting { ref reason, .. } if reason == "CrashLoopBackOff")
+    );
     // Once the other node is stopped the next retry migrates.
     w.delete_pod("ns", "octo-0", t(now + 10));
     w.advance(t(now + 30));
     assert_eq!(phase(&w, "octo-1"), "Running");
     assert_eq!(inst(&w).schema.map(|s| s.line), Some((2023, 3)));
-    assert_eq!(count(&w, |k| matches!(k, EventKind::SchemaViolation { .. })), 0);
+    assert_eq!(
+        count(&w, |k| matches!(k, EventKind::SchemaViolation { .. })),
+        0
+    );
 }
 
 #[test]
@@ -162,13 +184,18 @@ fn older_releases_migrate_anyway_and_the_violation_is_recorded() {
         .all()
         .iter()
         .filter_map(|e| match &e.kind {
-            EventKind::SchemaViolation { node, node_version, schema } => {
-                Some((node.clone(), node_version.clone(), schema.clone()))
-            }
+            EventKind::SchemaViolation {
+                node,
+                node_version,
+                schema,
+            } => Some((node.clone(), node_version.clone(), schema.clone())),
             _ => None,
         })
         .collect();
-    assert_eq!(violations, vec![("octo-0".into(), "2022.4.100".into(), "2023.1".into())]);
+    assert_eq!(
+        violations,
+        vec![("octo-0".into(), "2022.4.100".into(), "2023.1".into())]
+    );
     assert!(inst(&w).processes.values().any(|p| p.violating_schema));
 }
 
@@ -179,7 +206,10 @@ fn a_node_older_than_the_schema_fails_to_start() {
     w.apply_pod(pod("octo-1", "2024.1.999"), t(now));
     w.advance(t(now + 1));
     assert_eq!(phase(&w, "octo-1"), "CrashLoopBackOff");
-    assert_eq!(count(&w, |k| matches!(k, EventKind::SchemaNewerThanNode { .. })), 1);
+    assert_eq!(
+        count(&w, |k| matches!(k, EventKind::SchemaNewerThanNode { .. })),
+        1
+    );
     w.advance(t(now + 20));
     let status = w.pod_status("ns", "octo-1").expect("status");
     assert!(!status.ready && status.restart_count >= 3);
@@ -224,7 +254,10 @@ fn concurrent_starters_wait_for_the_schema_lock() {
     w.advance(t(3));
     assert_eq!(phase(&w, "octo-0"), "Running");
     assert_eq!(phase(&w, "octo-1"), "Running");
-    assert_eq!(count(&w, |k| matches!(k, EventKind::SchemaMigrated { .. })), 1);
+    assert_eq!(
+        count(&w, |k| matches!(k, EventKind::SchemaMigrated { .. })),
+        1
+    );
 }
 
 #[test]
@@ -237,7 +270,13 @@ fn killing_a_migrating_node_rolls_the_upgrade_back() {
     assert_eq!(phase(&w, "octo-0"), "Migrating");
     w.delete_pod("ns", "octo-0", t(now + 2));
     assert_eq!(inst(&w).schema.map(|s| s.line), Some((2024, 1)));
-    assert_eq!(count(&w, |k| matches!(k, EventKind::SchemaMigrationRolledBack { .. })), 1);
+    assert_eq!(
+        count(&w, |k| matches!(
+            k,
+            EventKind::SchemaMigrationRolledBack { .. }
+        )),
+        1
+    );
 }
 
 #[test]
@@ -250,18 +289,22 @@ fn drain_persists_in_the_database_across_a_pod_replacement() {
     w.delete_pod("ns", "octo-0", t(now));
     let row = inst(&w).nodes.get("octo-0").cloned().expect("row survives");
     assert!(row.drained);
-    assert!(inst(&w).node_is_offline(&row, t(now)), "clean shutdown flags offline");
+    assert!(
+        inst(&w).node_is_offline(&row, t(now)),
+        "clean shutdown flags offline"
+    );
     let mut replacement = pod("octo-0", "2024.1.1");
     replacement.uid = "uid-new".into();
     w.apply_pod(replacement, t(now));
     w.advance(t(now + 1));
     assert_eq!(phase(&w, "octo-0"), "Running");
     assert!(inst(&w).nodes["octo-0"].drained, "comes back drained");
-    assert!(w
-        .log
-        .all()
-        .iter()
-        .any(|e| matches!(&e.kind, EventKind::NodeRunning { drained: true, .. })));
+    assert!(
+        w.log
+            .all()
+            .iter()
+            .any(|e| matches!(&e.kind, EventKind::NodeRunning { drained: true, .. }))
+    );
 }
 
 #[test]
@@ -273,7 +316,14 @@ fn stopped_nodes_stay_in_the_node_table_and_go_offline_after_a_while() {
     let row = inst(&w).nodes["octo-0"].clone();
     assert!(inst(&w).node_is_offline(&row, t(now)));
     // A process killed without shutting down is offline only once not seen for a while.
-    w.set_faults("ns", "octo", Faults { unclean_shutdown: true, ..Faults::default() });
+    w.set_faults(
+        "ns",
+        "octo",
+        Faults {
+            unclean_shutdown: true,
+            ..Faults::default()
+        },
+    );
     w.delete_pod("ns", "octo-1", t(now));
     let row = inst(&w).nodes["octo-1"].clone();
     assert_eq!(row.last_seen, t(now));
@@ -302,14 +352,33 @@ fn tasks_run_on_undrained_nodes_up_to_their_cap() {
     let ids: Vec<u64> = (0..3)
         .map(|_| queue_health(&mut w, now, Role::Administrator).expect("queued"))
         .collect();
-    assert_eq!(task_state(&w, ids[0]), (TaskState::Executing, Some("octo-0".into())));
-    assert_eq!(task_state(&w, ids[1]), (TaskState::Executing, Some("octo-0".into())));
-    assert_eq!(task_state(&w, ids[2]).0, TaskState::Queued, "cap 2 reached, octo-1 drained");
+    assert_eq!(
+        task_state(&w, ids[0]),
+        (TaskState::Executing, Some("octo-0".into()))
+    );
+    assert_eq!(
+        task_state(&w, ids[1]),
+        (TaskState::Executing, Some("octo-0".into()))
+    );
+    assert_eq!(
+        task_state(&w, ids[2]).0,
+        TaskState::Queued,
+        "cap 2 reached, octo-1 drained"
+    );
     w.advance(t(now + 10));
     assert_eq!(task_state(&w, ids[0]).0, TaskState::Success);
-    assert_eq!(task_state(&w, ids[2]), (TaskState::Executing, Some("octo-0".into())));
-    let started = w.log.all().iter().find(|e| matches!(&e.kind, EventKind::TaskStarted { task, .. } if task == "ServerTasks-3"));
-    assert_eq!(started.map(|e| e.at), Some(t(now + 10)), "picked up the moment a slot freed");
+    assert_eq!(
+        task_state(&w, ids[2]),
+        (TaskState::Executing, Some("octo-0".into()))
+    );
+    let started = w.log.all().iter().find(
+        |e| matches!(&e.kind, EventKind::TaskStarted { task, .. } if task == "ServerTasks-3"),
+    );
+    assert_eq!(
+        started.map(|e| e.at),
+        Some(t(now + 10)),
+        "picked up the moment a slot freed"
+    );
 }
 
 #[test]
@@ -322,7 +391,10 @@ fn running_tasks_finish_on_their_node_after_drain_and_maintenance_mode() {
         .expect("drain");
     i.set_maintenance_mode(true, t(now + 1), log);
     w.advance(t(now + 10));
-    assert_eq!(task_state(&w, id), (TaskState::Success, Some("octo-0".into())));
+    assert_eq!(
+        task_state(&w, id),
+        (TaskState::Success, Some("octo-0".into()))
+    );
 }
 
 #[test]
@@ -331,7 +403,10 @@ fn maintenance_mode_refuses_users_but_not_administrators_or_system_tasks() {
     let now = cluster(&mut w, &["octo-0"], "2024.1.1");
     let (i, log) = w.installation_mut(0).expect("installation");
     i.set_maintenance_mode(true, t(now), log);
-    assert_eq!(queue_health(&mut w, now, Role::User), Err(Refusal::MaintenanceMode));
+    assert_eq!(
+        queue_health(&mut w, now, Role::User),
+        Err(Refusal::MaintenanceMode)
+    );
     assert!(queue_health(&mut w, now, Role::Administrator).is_ok());
     // The generator plays users deploying (refused) and the server's health checks (not).
     let generator = GeneratorConfig {
@@ -344,7 +419,11 @@ fn maintenance_mode_refuses_users_but_not_administrators_or_system_tasks() {
     i.set_generator(generator, t(now));
     w.advance(t(now + 30));
     let i = inst(&w);
-    assert!(i.generator.refused_maintenance_mode >= 10, "{}", i.generator.refused_maintenance_mode);
+    assert!(
+        i.generator.refused_maintenance_mode >= 10,
+        "{}",
+        i.generator.refused_maintenance_mode
+    );
     assert_eq!(i.generator.deployments_queued, 0);
     assert!(i.tasks.values().filter(|t| t.name == "Health").count() >= 5);
     // Out of maintenance mode deployments flow again.
@@ -359,7 +438,14 @@ fn unknown_task_names_are_refused() {
     let mut w = world();
     let now = cluster(&mut w, &["octo-0"], "2024.1.1");
     let (i, log) = w.installation_mut(0).expect("installation");
-    let refused = i.create_task("Deploy", None, serde_json::Map::new(), Role::Administrator, t(now), log);
+    let refused = i.create_task(
+        "Deploy",
+        None,
+        serde_json::Map::new(),
+        Role::Administrator,
+        t(now),
+        log,
+    );
     assert_eq!(refused, Err(Refusal::UnknownTaskName("Deploy".into())));
 }
 
@@ -389,7 +475,11 @@ fn tasks_fail_when_their_node_process_stops() {
     w.delete_pod("ns", "octo-0", t(now + 1));
     let task = &inst(&w).tasks[&id];
     assert_eq!(task.state, TaskState::Failed);
-    assert!(task.error_message.as_deref().is_some_and(|m| m.contains("octo-0")));
+    assert!(
+        task.error_message
+            .as_deref()
+            .is_some_and(|m| m.contains("octo-0"))
+    );
     assert_eq!(count(&w, |k| matches!(k, EventKind::TaskFailed { .. })), 1);
 }
 
@@ -439,7 +529,11 @@ fn a_node_that_fails_to_start_crash_loops_with_growing_back_off() {
     w.advance(t(60));
     let status = w.pod_status("ns", "octo-0").expect("status");
     // start 1s, back-off 1,2,4,8,8,8...: bounded restarts within a minute.
-    assert!((4..=10).contains(&status.restart_count), "{}", status.restart_count);
+    assert!(
+        (4..=10).contains(&status.restart_count),
+        "{}",
+        status.restart_count
+    );
     let crashes: Vec<Timestamp> = w
         .log
         .all()
@@ -456,7 +550,14 @@ fn a_node_that_fails_to_start_crash_loops_with_growing_back_off() {
 fn a_failing_migration_rolls_back_and_keeps_the_old_schema() {
     let mut w = world();
     let now = cluster(&mut w, &["octo-0"], "2024.1.1");
-    w.set_faults("ns", "octo", Faults { fail_migration: true, ..Faults::default() });
+    w.set_faults(
+        "ns",
+        "octo",
+        Faults {
+            fail_migration: true,
+            ..Faults::default()
+        },
+    );
     w.delete_pod("ns", "octo-0", t(now));
     w.apply_pod(pod("octo-0", "2024.2.1"), t(now));
     w.advance(t(now + 3));
@@ -489,7 +590,13 @@ fn the_load_balancer_only_routes_to_ready_pods() {
     w.apply_pod(pod("octo-0", "2024.1.1"), t(0));
     assert_eq!(w.resolve("ns", "octo"), Resolution::NoEndpoints);
     w.advance(t(3));
-    assert!(matches!(w.resolve("ns", "octo"), Resolution::Endpoint { installation: 0, .. }));
+    assert!(matches!(
+        w.resolve("ns", "octo"),
+        Resolution::Endpoint {
+            installation: 0,
+            ..
+        }
+    ));
 }
 
 #[test]
@@ -504,7 +611,9 @@ fn config_errors_keep_the_pod_waiting() {
     w.advance(t(10));
     let status = w.pod_status("ns", "octo-0").expect("status");
     assert_eq!(status.phase, "Pending");
-    assert!(matches!(status.state, ContainerState::Waiting { ref reason, .. } if reason == "CreateContainerConfigError"));
+    assert!(
+        matches!(status.state, ContainerState::Waiting { ref reason, .. } if reason == "CreateContainerConfigError")
+    );
     // Once the Secret exists the same pod starts.
     w.apply_pod(pod("octo-0", "2024.1.1"), t(10));
     w.advance(t(20));
