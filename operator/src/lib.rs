@@ -5,6 +5,7 @@
 //! step) -> record (status via server-side apply).
 
 pub mod api;
+pub mod controller;
 pub mod octopus;
 pub mod planner;
 pub mod resources;

@@ -44,7 +44,10 @@ mod tests {
         let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
         let mut missing = Vec::new();
         walk(schema, "spec", &mut missing);
-        assert!(missing.is_empty(), "fields without description: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "fields without description: {missing:?}"
+        );
     }
 
     fn walk(node: &serde_json::Value, path: &str, missing: &mut Vec<String>) {

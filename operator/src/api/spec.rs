@@ -22,6 +22,8 @@ pub const VERSION_PATTERN: &str =
 const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$";
 
 /// Desired state of an Octopus Deploy Server high-availability cluster.
+// kube-derive repeats `printcolumn`, which clippy mistakes for duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "octopusoperator.dev",
@@ -38,11 +40,35 @@ const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$";
         status_replicas_path = ".status.replicas",
         label_selector_path = ".status.selector"
     ),
-    printcolumn(name = "Desired", type_ = "string", json_path = ".spec.version", description = "Octopus Server version the spec asks for"),
-    printcolumn(name = "Current", type_ = "string", json_path = ".status.currentVersion", description = "Octopus Server version every node runs"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.readyNodes", description = "Ready nodes / desired nodes"),
-    printcolumn(name = "Status", type_ = "string", json_path = ".status.phase", description = "Why the cluster is where it is: the reason of the blocking or progressing condition"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Desired",
+        type_ = "string",
+        json_path = ".spec.version",
+        description = "Octopus Server version the spec asks for"
+    ),
+    printcolumn(
+        name = "Current",
+        type_ = "string",
+        json_path = ".status.currentVersion",
+        description = "Octopus Server version every node runs"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.readyNodes",
+        description = "Ready nodes / desired nodes"
+    ),
+    printcolumn(
+        name = "Status",
+        type_ = "string",
+        json_path = ".status.phase",
+        description = "Why the cluster is where it is: the reason of the blocking or progressing condition"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.version.split('.').size() == 3 || int(self.version.split('.')[0]) < 3").message("four-part versions (MAJOR.MINOR.PATCH.BUILD) exist only before Octopus 3.0; use MAJOR.MINOR.PATCH").field_path(".version"))]
@@ -352,7 +378,10 @@ pub struct MaintenanceWindow {
     pub duration: Duration,
     /// IANA time zone of `start`, e.g. `Europe/Berlin`. Default `UTC`.
     #[serde(default = "default_time_zone")]
-    #[schemars(regex(pattern = r"^[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+)*$"), length(max = 64))]
+    #[schemars(
+        regex(pattern = r"^[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+)*$"),
+        length(max = 64)
+    )]
     pub time_zone: String,
 }
 

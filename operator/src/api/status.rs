@@ -115,6 +115,15 @@ pub struct UpgradeStatus {
     /// When the upgrade ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Time>,
+    /// Nodes the upgrade runs with; a change of spec.replicas waits until it ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+    /// Why the upgrade stopped and waits for a person, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_reason: Option<String>,
+    /// The spec generation the stop applies to: a spec change lets the operator look again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_generation: Option<i64>,
     /// The planned steps and their state.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<StepStatus>,

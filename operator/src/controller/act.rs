@@ -1,0 +1,146 @@
+//! Carries out a decision: applies the owned objects (server-side apply, idempotent) and
+//! performs the one [`Action`]. Decides nothing; every call here is safe to repeat.
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::model::{Action, StatefulSetWant};
+use super::observe;
+use super::{Context, Error};
+use crate::api::{FIELD_MANAGER, OctopusCluster};
+use crate::octopus::{CreateTask, OctopusApi, builtin_tasks};
+use crate::resources::{backup, service, statefulset, storage};
+
+/// Applies the StatefulSet, its Services and the storage claims as decided.
+pub async fn apply_cluster(
+    ctx: &Context,
+    cluster: &OctopusCluster,
+    want: &StatefulSetWant,
+) -> Result<(), Error> {
+    let ns = cluster.namespace().unwrap_or_default();
+    for claim in storage::claims(cluster) {
+        // Claims are created once and never patched: most of their spec is immutable.
+        create_if_missing::<PersistentVolumeClaim>(ctx, &ns, &claim).await?;
+    }
+    apply::<Service>(ctx, &ns, &service::headless(cluster)).await?;
+    apply::<Service>(ctx, &ns, &service::client(cluster)).await?;
+    apply::<StatefulSet>(
+        ctx,
+        &ns,
+        &statefulset::build(cluster, &want.version, want.replicas),
+    )
+    .await
+}
+
+/// Performs one action.
+pub async fn perform(
+    ctx: &Context,
+    cluster: &OctopusCluster,
+    api: Option<&dyn OctopusApi>,
+    action: &Action,
+) -> Result<(), Error> {
+    let ns = cluster.namespace().unwrap_or_default();
+    let octopus = || api.ok_or(Error::NoOctopusApi);
+    match action {
+        Action::SetMaintenance(on) => {
+            octopus()?.set_maintenance(*on).await?;
+        }
+        Action::SetDrain {
+            node_id, drained, ..
+        } => {
+            octopus()?.set_node_drain(node_id, *drained).await?;
+        }
+        Action::CancelTasks(ids) => {
+            for id in ids {
+                octopus()?.cancel_task(id).await?;
+            }
+        }
+        Action::DeletePod(name) => {
+            let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+            match pods.delete(name, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Action::CopyMasterKey { from, to } => {
+            let key = observe::secret_value(ctx, &ns, &cluster.spec.master_key_secret_ref)
+                .await?
+                .ok_or(Error::MasterKeyMissing)?;
+            let copy = backup::master_key_copy(cluster, from, to, &key);
+            create_if_missing::<Secret>(ctx, &ns, &copy).await?;
+        }
+        Action::CreateBackupJob { from, to } => {
+            let template = cluster
+                .spec
+                .upgrade
+                .backup
+                .as_ref()
+                .and_then(|b| b.job_template.as_ref())
+                .ok_or(Error::BackupNotConfigured)?;
+            let job = backup::build_job(cluster, template, from, to);
+            create_if_missing::<Job>(ctx, &ns, &job).await?;
+        }
+        Action::QueueTentacleTasks { to } => {
+            let Some(t) = &cluster.spec.tentacles else {
+                return Ok(());
+            };
+            for env in &t.environment_ids {
+                let description = format!("Requested by octopus-operator after upgrading to {to}");
+                if t.upgrade_tentacles {
+                    let task = CreateTask::new(builtin_tasks::UPGRADE, description.clone())
+                        .argument("EnvironmentId", env.clone());
+                    octopus()?.create_task(&task).await?;
+                }
+                if t.update_calamari {
+                    let task = CreateTask::new(builtin_tasks::UPDATE_CALAMARI, description)
+                        .argument("EnvironmentId", env.clone());
+                    octopus()?.create_task(&task).await?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn apply<K>(ctx: &Context, ns: &str, obj: &K) -> Result<(), Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + std::fmt::Debug,
+    <K as Resource>::DynamicType: Default,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    api.patch(&obj.name_any(), &params, &Patch::Apply(obj))
+        .await?;
+    Ok(())
+}
+
+async fn create_if_missing<K>(ctx: &Context, ns: &str, obj: &K) -> Result<(), Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + std::fmt::Debug,
+    <K as Resource>::DynamicType: Default,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
+    let params = PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PostParams::default()
+    };
+    match api.create(&params, obj).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}

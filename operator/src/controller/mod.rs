@@ -1,0 +1,300 @@
+//! The reconciler: observe -> decide (pure) -> act (one idempotent step) -> record.
+//!
+//! - [`observe`]: reads the cluster's objects and Octopus's view (reads only).
+//! - [`decide`], [`safety`], [`window`], [`conditions`]: the pure decision core.
+//! - [`act`]: applies owned objects and performs the decided action.
+//! - [`record`]: writes status (server-side apply) and Events.
+//!
+//! The spec is never written: GitOps tools own it.
+
+pub mod act;
+pub mod conditions;
+pub mod decide;
+pub mod metrics;
+pub mod model;
+pub mod observe;
+pub mod record;
+pub mod safety;
+pub mod window;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::Api;
+use kube::runtime::controller::Action as Requeue;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, watcher};
+use kube::{Client, ResourceExt};
+use tracing::{info, warn};
+
+use crate::api::OctopusCluster;
+use crate::octopus::{OctopusApi, OctopusClient, OctopusEndpoint, OctopusError};
+use crate::resources::labels;
+
+/// Finalizer that releases maintenance mode and drains before the cluster goes.
+pub const FINALIZER: &str = "octopusoperator.dev/cleanup";
+
+/// How long deletion keeps retrying to release Octopus before giving up with an Event.
+pub const CLEANUP_GRACE: Duration = Duration::from_secs(300);
+
+/// Operator settings (flags of `octopus-operator run`).
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Octopus API base URL when spec.api.url is unset; `{name}` and `{namespace}` are
+    /// replaced with the cluster's client Service and namespace.
+    pub api_url_template: String,
+    /// How often to look at Octopus while waiting on it (tasks, versions).
+    pub poll_interval: Duration,
+    /// Resync when nothing happens.
+    pub resync_interval: Duration,
+    /// Watch one namespace, or all.
+    pub namespace: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            api_url_template: "http://{name}.{namespace}.svc:8080".into(),
+            poll_interval: Duration::from_secs(5),
+            resync_interval: Duration::from_secs(300),
+            namespace: None,
+        }
+    }
+}
+
+/// Builds Octopus API clients; tests swap it.
+pub trait OctopusConnector: Send + Sync {
+    fn connect(&self, endpoint: &OctopusEndpoint) -> Result<Arc<dyn OctopusApi>, OctopusError>;
+}
+
+/// The real connector: one reqwest client per endpoint, rebuilt when its key changes.
+#[derive(Default)]
+pub struct HttpConnector {
+    clients: Mutex<HashMap<String, (String, Arc<OctopusClient>)>>,
+}
+
+impl OctopusConnector for HttpConnector {
+    fn connect(&self, endpoint: &OctopusEndpoint) -> Result<Arc<dyn OctopusApi>, OctopusError> {
+        let key = endpoint.api_key.expose().to_string();
+        let mut clients = self
+            .clients
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((k, c)) = clients.get(&endpoint.base_url)
+            && *k == key
+            && endpoint.ca_bundle_pem.is_none()
+        {
+            return Ok(c.clone());
+        }
+        let client = Arc::new(OctopusClient::new(endpoint)?);
+        clients.insert(endpoint.base_url.clone(), (key, client.clone()));
+        Ok(client)
+    }
+}
+
+/// Shared state of all reconciles.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub octopus: Arc<dyn OctopusConnector>,
+    pub config: Config,
+    pub metrics: Arc<metrics::Metrics>,
+}
+
+/// Reconcile failures; the variant name is the metric label.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("Octopus API: {0}")]
+    Octopus(#[from] OctopusError),
+    #[error("no Octopus API client for this action")]
+    NoOctopusApi,
+    #[error("the Master Key Secret key disappeared before its backup copy was made")]
+    MasterKeyMissing,
+    #[error("spec.upgrade.backup.jobTemplate is not set")]
+    BackupNotConfigured,
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+}
+
+impl Error {
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::Kube(_) => "kube",
+            Self::Octopus(e) => e.reason(),
+            Self::NoOctopusApi => "no_octopus_api",
+            Self::MasterKeyMissing => "master_key_missing",
+            Self::BackupNotConfigured => "backup_not_configured",
+            Self::Finalizer(_) => "finalizer",
+        }
+    }
+}
+
+/// Runs the controller until a shutdown signal.
+pub async fn run(client: Client, config: Config, metrics: Arc<metrics::Metrics>) {
+    let (clusters, stss, jobs, pods) = match &config.namespace {
+        Some(ns) => (
+            Api::<OctopusCluster>::namespaced(client.clone(), ns),
+            Api::<StatefulSet>::namespaced(client.clone(), ns),
+            Api::<Job>::namespaced(client.clone(), ns),
+            Api::<Pod>::namespaced(client.clone(), ns),
+        ),
+        None => (
+            Api::<OctopusCluster>::all(client.clone()),
+            Api::<StatefulSet>::all(client.clone()),
+            Api::<Job>::all(client.clone()),
+            Api::<Pod>::all(client.clone()),
+        ),
+    };
+    let managed_by = format!("{}={}", labels::MANAGED_BY, labels::MANAGER);
+    let managed = watcher::Config::default().labels(&managed_by);
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "octopus-operator".into(),
+                instance: std::env::var("POD_NAME").ok(),
+            },
+        ),
+        client,
+        octopus: Arc::new(HttpConnector::default()),
+        config,
+        metrics,
+    });
+    Controller::new(clusters, watcher::Config::default().any_semantic())
+        .owns(stss, managed.clone())
+        .owns(jobs, managed.clone())
+        .watches(pods, managed, |pod: Pod| {
+            let cluster = pod.labels().get(labels::INSTANCE)?.clone();
+            Some(ObjectRef::<OctopusCluster>::new(&cluster).within(&pod.namespace()?))
+        })
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                warn!(error = %e, "reconcile loop");
+            }
+        })
+        .await;
+}
+
+/// One reconcile, wrapped in the finalizer so apply and cleanup are plain functions.
+pub async fn reconcile(cluster: Arc<OctopusCluster>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    let _timer = ctx.metrics.reconcile_timer();
+    let ns = cluster.namespace().unwrap_or_default();
+    let api: Api<OctopusCluster> = Api::namespaced(ctx.client.clone(), &ns);
+    finalizer(&api, FINALIZER, cluster, |event| async {
+        match event {
+            FinalizerEvent::Apply(c) => apply(&c, &ctx).await,
+            FinalizerEvent::Cleanup(c) => cleanup(&c, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+/// Observe, decide, act, record.
+async fn apply(cluster: &OctopusCluster, ctx: &Context) -> Result<Requeue, Error> {
+    let (observed, api) = observe::observe(ctx, cluster).await?;
+    let decision = decide::decide(&observed);
+    let mut failure = None;
+    if let Some(want) = &decision.statefulset {
+        act::apply_cluster(ctx, cluster, want).await?;
+    }
+    if let Some(action) = &decision.action {
+        info!(cluster = %cluster.name_any(), action = action.name(), "{}", action.describe());
+        ctx.metrics.action(action.name());
+        if let Err(e) = act::perform(ctx, cluster, api.as_deref(), action).await {
+            warn!(cluster = %cluster.name_any(), action = action.name(), error = %e, "action failed");
+            failure = Some(e);
+        }
+    }
+    record::write(ctx, cluster, &observed, &decision, failure.as_ref()).await?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    Ok(match decision.requeue {
+        model::Requeue::Soon => Requeue::requeue(Duration::from_millis(200)),
+        model::Requeue::Poll => Requeue::requeue(ctx.config.poll_interval),
+        model::Requeue::Idle => Requeue::requeue(ctx.config.resync_interval),
+    })
+}
+
+/// Before the cluster goes: release what an unfinished upgrade holds in Octopus (server
+/// maintenance mode, drained nodes), so the database is not left locked for whoever uses
+/// it next. Owned objects then go by garbage collection; storage claims stay.
+async fn cleanup(cluster: &OctopusCluster, ctx: &Context) -> Result<Requeue, Error> {
+    let upgrade = cluster
+        .status
+        .as_ref()
+        .and_then(|s| s.upgrade.as_ref())
+        .filter(|u| u.finished_at.is_none());
+    let Some(upgrade) = upgrade else {
+        return Ok(Requeue::await_change());
+    };
+    let (observed, api) = observe::observe(ctx, cluster).await?;
+    let result = async {
+        let api = api.ok_or(Error::NoOctopusApi)?;
+        let state = observed.octopus.state().ok_or(Error::NoOctopusApi)?;
+        if state.maintenance && upgrade.strategy.as_deref() == Some("stop-the-world") {
+            api.set_maintenance(false).await?;
+        }
+        for node in state.nodes.iter().filter(|n| n.drained) {
+            let ours = upgrade.strategy.as_deref() == Some("stop-the-world")
+                || upgrade.node.as_deref() == Some(node.name.as_str());
+            if ours {
+                api.set_node_drain(&node.id, false).await?;
+            }
+        }
+        Ok::<_, Error>(())
+    }
+    .await;
+    match result {
+        Ok(()) => {
+            record::event(
+                ctx,
+                cluster,
+                false,
+                "Released",
+                "Released maintenance mode and drained nodes before deletion",
+            )
+            .await;
+            Ok(Requeue::await_change())
+        }
+        Err(e) => {
+            let deleting_for = cluster
+                .metadata
+                .deletion_timestamp
+                .as_ref()
+                .map(|t| jiff::Timestamp::now().duration_since(t.0))
+                .unwrap_or_default();
+            if deleting_for.unsigned_abs() > CLEANUP_GRACE {
+                record::event(
+                    ctx,
+                    cluster,
+                    true,
+                    "ReleaseAbandoned",
+                    &format!("Could not release Octopus maintenance mode / drained nodes ({e}); check Octopus by hand"),
+                )
+                .await;
+                Ok(Requeue::await_change())
+            } else {
+                Err(e)
+            }
+        }
+    }
+}
+
+fn error_policy(cluster: Arc<OctopusCluster>, error: &Error, ctx: Arc<Context>) -> Requeue {
+    warn!(cluster = %cluster.name_any(), error = %error, "reconcile failed");
+    ctx.metrics.failure(error.metric_label());
+    Requeue::requeue(ctx.config.poll_interval.max(Duration::from_secs(1)))
+}

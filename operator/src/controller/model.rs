@@ -1,0 +1,241 @@
+//! What one reconcile observed, as plain data, and what it decided. The decision core
+//! (`decide`, `safety`, `steps`) reads only these types; the I/O layers (`observe`, `act`)
+//! fill and carry them out. Nothing here talks to Kubernetes or Octopus.
+
+use jiff::Timestamp;
+
+use crate::api::{BackupStatus, OctopusClusterSpec, OctopusClusterStatus, UpgradeStatus};
+
+/// Everything a decision may depend on, read fresh at the start of a reconcile.
+#[derive(Clone, Debug)]
+pub struct Observed {
+    /// Cluster name (= StatefulSet name; pods are `<name>-<ordinal>`).
+    pub name: String,
+    pub generation: i64,
+    pub spec: OctopusClusterSpec,
+    /// Status as the operator last wrote it: where an upgrade stands.
+    pub status: OctopusClusterStatus,
+    /// Secret references that do not resolve, e.g. `Secret octopus-db has no key "x"`.
+    pub missing_secrets: Vec<String>,
+    pub statefulset: Option<StatefulSetView>,
+    /// Pods of the StatefulSet, by ordinal.
+    pub pods: Vec<PodView>,
+    pub octopus: OctopusView,
+    /// The backup Job of the upgrade in progress, when one exists.
+    pub backup_job: Option<JobView>,
+    /// Whether the Master Key copy of the upgrade in progress exists.
+    pub master_key_copy: bool,
+    pub now: Timestamp,
+}
+
+/// The StatefulSet as observed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatefulSetView {
+    /// Octopus version of the pod template's image.
+    pub version: Option<String>,
+    pub replicas: i32,
+}
+
+/// One Octopus Server pod.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PodView {
+    pub name: String,
+    pub ordinal: u32,
+    /// Octopus version of the pod's image.
+    pub version: Option<String>,
+    pub ready: bool,
+    pub restarts: i32,
+    /// The container waits in CrashLoopBackOff (or failed to be created).
+    pub crash_looping: bool,
+    /// The pod has a deletionTimestamp.
+    pub terminating: bool,
+}
+
+/// What the Octopus REST API told this reconcile.
+#[derive(Clone, Debug)]
+pub enum OctopusView {
+    /// Not asked: no node can answer (no ready pod).
+    NoReadyNode,
+    /// Asked, and it failed; `reason` is a stable CamelCase condition reason.
+    Unavailable {
+        reason: String,
+        message: String,
+    },
+    Up(OctopusState),
+}
+
+impl OctopusView {
+    pub fn state(&self) -> Option<&OctopusState> {
+        match self {
+            Self::Up(state) => Some(state),
+            _ => None,
+        }
+    }
+}
+
+/// Cluster-wide state as Octopus reports it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OctopusState {
+    pub nodes: Vec<OctopusNode>,
+    /// Server-wide maintenance mode.
+    pub maintenance: bool,
+    /// Tasks executing or cancelling, on any node.
+    pub running_tasks: Vec<TaskView>,
+}
+
+impl OctopusState {
+    pub fn node(&self, name: &str) -> Option<&OctopusNode> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    pub fn tasks_on<'a>(&'a self, node: &'a str) -> impl Iterator<Item = &'a TaskView> + 'a {
+        self.running_tasks
+            .iter()
+            .filter(move |t| t.node.as_deref() == Some(node))
+    }
+}
+
+/// A node in Octopus's cluster summary.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OctopusNode {
+    pub id: String,
+    pub name: String,
+    /// Octopus's `IsInMaintenanceMode` on the node: drained.
+    pub drained: bool,
+    pub offline: bool,
+    pub running_tasks: u32,
+    pub version: Option<String>,
+}
+
+/// A running task.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskView {
+    pub id: String,
+    pub name: String,
+    pub node: Option<String>,
+    /// Already being cancelled.
+    pub cancelling: bool,
+}
+
+/// A backup Job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobView {
+    pub name: String,
+    pub succeeded: bool,
+    pub failed: bool,
+    pub completed_at: Option<Timestamp>,
+}
+
+/// The StatefulSet the operator wants: which version its pod template runs and how many
+/// pods. Applied (server-side, idempotent) on every reconcile that decides it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatefulSetWant {
+    pub version: String,
+    pub replicas: i32,
+}
+
+/// One idempotent action. At most one per reconcile; the next reconcile observes its effect.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    SetMaintenance(bool),
+    SetDrain {
+        node_id: String,
+        node: String,
+        drained: bool,
+    },
+    CancelTasks(Vec<String>),
+    DeletePod(String),
+    CopyMasterKey {
+        from: String,
+        to: String,
+    },
+    CreateBackupJob {
+        from: String,
+        to: String,
+    },
+    QueueTentacleTasks {
+        to: String,
+    },
+}
+
+impl Action {
+    /// Short verb for logs, Events and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::SetMaintenance(true) => "MaintenanceOn",
+            Self::SetMaintenance(false) => "MaintenanceOff",
+            Self::SetDrain { drained: true, .. } => "Drain",
+            Self::SetDrain { drained: false, .. } => "Undrain",
+            Self::CancelTasks(_) => "CancelTasks",
+            Self::DeletePod(_) => "ReplacePod",
+            Self::CopyMasterKey { .. } => "CopyMasterKey",
+            Self::CreateBackupJob { .. } => "StartBackup",
+            Self::QueueTentacleTasks { .. } => "QueueTentacleTasks",
+        }
+    }
+
+    /// What it does, in words for an Event.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::SetMaintenance(true) => "Turning Octopus maintenance mode on".into(),
+            Self::SetMaintenance(false) => "Turning Octopus maintenance mode off".into(),
+            Self::SetDrain {
+                node,
+                drained: true,
+                ..
+            } => format!("Draining node {node}: it picks up no new tasks"),
+            Self::SetDrain {
+                node,
+                drained: false,
+                ..
+            } => format!("Undraining node {node}: it picks up tasks again"),
+            Self::CancelTasks(ids) => format!("Cancelling tasks {}", ids.join(", ")),
+            Self::DeletePod(pod) => format!("Replacing pod {pod} with one on the new version"),
+            Self::CopyMasterKey { from, .. } => {
+                format!("Keeping a copy of the Master Key for the backup of {from}")
+            }
+            Self::CreateBackupJob { from, to } => {
+                format!("Starting the database backup before upgrading {from} -> {to}")
+            }
+            Self::QueueTentacleTasks { to } => {
+                format!("Queueing Tentacle/Calamari updates after the upgrade to {to}")
+            }
+        }
+    }
+}
+
+/// When to look again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Requeue {
+    /// Right after an action, to observe its effect.
+    Soon,
+    /// Waiting on Octopus (tasks, versions), which sends no watch events: poll.
+    Poll,
+    /// Steady or stopped: watch events wake the controller; a slow resync guards drift.
+    Idle,
+}
+
+/// A condition as decided (the merge with the previous status fills the times).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CondWant {
+    pub type_: &'static str,
+    pub status: bool,
+    pub reason: String,
+    pub message: String,
+}
+
+/// Everything one reconcile decided.
+#[derive(Clone, Debug)]
+pub struct Decision {
+    pub statefulset: Option<StatefulSetWant>,
+    pub action: Option<Action>,
+    pub requeue: Requeue,
+    pub conditions: Vec<CondWant>,
+    pub upgrade: Option<UpgradeStatus>,
+    pub schema_version: Option<String>,
+    pub current_version: Option<String>,
+    pub target_version: Option<String>,
+    pub last_backup: Option<BackupStatus>,
+    /// A Warning-worthy stop, said once per change (Event).
+    pub stop: Option<(String, String)>,
+}

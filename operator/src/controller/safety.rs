@@ -1,0 +1,220 @@
+//! Why the operator may not disrupt a node right now: every safety rule is a named
+//! predicate in one table. Before a disruptive action all predicates that apply run; the
+//! name and message of the first that fails become the reason the upgrade waits, shown in
+//! status, Events and logs. Pure: reads only [`Observed`].
+
+use super::model::Observed;
+use crate::version::OctopusVersion;
+
+/// A disruptive move the operator is about to make.
+#[derive(Clone, Copy, Debug)]
+pub enum Disruption<'a> {
+    /// Take one node out of service (drain it, or replace its pod), cluster staying up.
+    TakeNodeOut { node: &'a str },
+    /// Replace a drained node's pod.
+    ReplacePod { node: &'a str },
+    /// Stop every node for a schema upgrade.
+    StopAll,
+    /// Start pods on `version`.
+    StartVersion { version: &'a OctopusVersion },
+}
+
+/// One safety rule.
+pub struct Predicate {
+    pub name: &'static str,
+    check: fn(&Observed, Disruption<'_>) -> Result<(), String>,
+}
+
+/// Every safety rule, in the order they are checked.
+pub const PREDICATES: &[Predicate] = &[
+    Predicate {
+        name: "OctopusReachable",
+        check: octopus_reachable,
+    },
+    Predicate {
+        name: "OtherNodesServing",
+        check: other_nodes_serving,
+    },
+    Predicate {
+        name: "NodeDrainedAndIdle",
+        check: node_drained_and_idle,
+    },
+    Predicate {
+        name: "TasksFinished",
+        check: tasks_finished,
+    },
+    Predicate {
+        name: "BackupTaken",
+        check: backup_taken,
+    },
+    Predicate {
+        name: "NoOtherSchemaRunning",
+        check: no_other_schema_running,
+    },
+    Predicate {
+        name: "NotBelowSchema",
+        check: not_below_schema,
+    },
+];
+
+/// A failed predicate: its name and what it waits for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Held {
+    pub predicate: &'static str,
+    pub message: String,
+}
+
+/// Runs every predicate against `disruption`; the first failure holds it.
+pub fn check(observed: &Observed, disruption: Disruption<'_>) -> Result<(), Held> {
+    for p in PREDICATES {
+        (p.check)(observed, disruption).map_err(|message| Held {
+            predicate: p.name,
+            message,
+        })?;
+    }
+    Ok(())
+}
+
+/// Decisions that need Octopus's view must have one.
+fn octopus_reachable(o: &Observed, d: Disruption<'_>) -> Result<(), String> {
+    match d {
+        Disruption::TakeNodeOut { .. } | Disruption::ReplacePod { .. } | Disruption::StopAll => {
+            o.octopus.state().map(|_| ()).ok_or_else(|| {
+                "the Octopus API gave no answer; the operator never acts blind".into()
+            })
+        }
+        Disruption::StartVersion { .. } => Ok(()),
+    }
+}
+
+/// At most one node out of service: every other desired node is ready, serving, not drained.
+fn other_nodes_serving(o: &Observed, d: Disruption<'_>) -> Result<(), String> {
+    let (Disruption::TakeNodeOut { node } | Disruption::ReplacePod { node }) = d else {
+        return Ok(());
+    };
+    let desired = o.spec.replicas.max(0).unsigned_abs();
+    let state = o.octopus.state();
+    for ordinal in 0..desired {
+        let name = format!("{}-{ordinal}", o.name);
+        if name == node {
+            continue;
+        }
+        let pod = o.pods.iter().find(|p| p.name == name);
+        if !pod.is_some_and(|p| p.ready && !p.terminating) {
+            return Err(format!("node {name} is not ready; {node} must wait"));
+        }
+        if let Some(n) = state.and_then(|s| s.node(&name))
+            && (n.drained || n.offline)
+        {
+            return Err(format!(
+                "node {name} is {} in Octopus; {node} must wait",
+                if n.offline { "offline" } else { "drained" }
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A pod is replaced only after Octopus drained its node and its tasks finished.
+fn node_drained_and_idle(o: &Observed, d: Disruption<'_>) -> Result<(), String> {
+    let Disruption::ReplacePod { node } = d else {
+        return Ok(());
+    };
+    let Some(state) = o.octopus.state() else {
+        return Err("the Octopus API gave no answer".into());
+    };
+    match state.node(node) {
+        Some(n) if !n.drained => Err(format!("node {node} is not drained")),
+        _ => match state.tasks_on(node).count() {
+            0 => Ok(()),
+            n => Err(format!("node {node} still runs {n} task(s)")),
+        },
+    }
+}
+
+/// Every node stops only when no task runs anywhere.
+fn tasks_finished(o: &Observed, d: Disruption<'_>) -> Result<(), String> {
+    if !matches!(d, Disruption::StopAll) {
+        return Ok(());
+    }
+    match o.octopus.state() {
+        Some(s) if !s.maintenance => Err("maintenance mode is off".into()),
+        Some(s) if !s.running_tasks.is_empty() => {
+            Err(format!("{} task(s) still running", s.running_tasks.len()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Every node stops for a schema upgrade only after the backup (or its waiver).
+fn backup_taken(o: &Observed, d: Disruption<'_>) -> Result<(), String> {
+    if !matches!(d, Disruption::StopAll) {
+        return Ok(());
+    }
+    let skip = o
+        .spec
+        .upgrade
+        .backup
+        .as_ref()
+        .and_then(|b| b.skip)
+        .unwrap_or(false);
+    let Some(upgrade) = o.status.upgrade.as_ref() else {
+        return Err("no upgrade is recorded".into());
+    };
+    let taken = o
+        .status
+        .last_backup
+        .as_ref()
+        .is_some_and(|b| b.from_version == upgrade.from && b.to_version == upgrade.to);
+    if skip || taken {
+        Ok(())
+    } else {
+        Err(format!(
+            "no backup of {} recorded for this upgrade",
+            upgrade.from
+        ))
+    }
+}
+
+/// A node of one schema line never starts while a node of another line runs.
+fn no_other_schema_running(o: &Observed, d: Disruption<'_>) -> Result<(), String> {
+    let Disruption::StartVersion { version } = d else {
+        return Ok(());
+    };
+    for pod in &o.pods {
+        let other = pod
+            .version
+            .as_deref()
+            .and_then(|v| OctopusVersion::parse(v).ok());
+        match other {
+            Some(v) if v.schema_line() == version.schema_line() => {}
+            _ => {
+                return Err(format!(
+                    "pod {} runs {} while {} would start",
+                    pod.name,
+                    pod.version.as_deref().unwrap_or("an unknown version"),
+                    version
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// No node starts on a version older than the database schema.
+fn not_below_schema(o: &Observed, d: Disruption<'_>) -> Result<(), String> {
+    let Disruption::StartVersion { version } = d else {
+        return Ok(());
+    };
+    let schema = o
+        .status
+        .schema_version
+        .as_deref()
+        .and_then(|v| OctopusVersion::parse(v).ok());
+    match schema {
+        Some(s) if version.schema_line() < s.schema_line() => Err(format!(
+            "the database schema is at {s}; {version} cannot run against it"
+        )),
+        _ => Ok(()),
+    }
+}
