@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
 # Builds kube-apiserver, kube-controller-manager and etcd from the official Kubernetes
 # release Go modules (no prebuilt binaries: only the Go module proxy is reachable).
 #
@@ -6,7 +7,10 @@
 # k8s.io staging module that release lists at v0.0.0 with the matching v0.Y.Z; etcd comes
 # from the same module graph at the version Kubernetes pins. Binaries are cached in a
 # version-keyed directory outside the clone; a rebuild happens only when the pin changes.
-# Each binary is built on its own and written atomically, so an interrupted build resumes.
+# Each binary is built on its own and written atomically, so an interrupted build resumes
+# (Go's build cache keeps the packages already compiled). Progress goes to stdout.
+#
+# Env: OCTOPUS_OPERATOR_CACHE   cache root (default ~/.cache/octopus-operator)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -30,6 +34,7 @@ fi
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-buildvcs=false
 command -v go >/dev/null || { echo "build.sh: go is not installed" >&2; exit 1; }
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*"; }
+started=$(date +%s)
 
 minor=${K8S_VERSION#v1.}
 staging="v0.${minor}" # v1.37.2 -> v0.37.2
@@ -53,6 +58,7 @@ if [[ ! -f "$src/go.sum" ]]; then
     echo ")"
   } >"$src/go.mod.new"
   mv "$src/go.mod.new" "$src/go.mod"
+  rm -f "$src/go.sum"
   cat >"$src/tools.go" <<'EOF'
 //go:build tools
 
@@ -64,6 +70,19 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 )
 EOF
+fi
+
+# GOTOOLCHAIN=local: the machine's Go must satisfy the release's go line (no toolchain
+# download behind our back).
+need=$(sed -n 's/^go //p' "$src/go.mod")
+have=$(go env GOVERSION)
+have=${have#go}
+if [[ $(printf '%s\n%s\n' "$need" "$have" | sort -V | head -n1) != "$need" ]]; then
+  echo "build.sh: Kubernetes $K8S_VERSION needs Go >= $need; this machine has $have" >&2
+  exit 1
+fi
+
+if [[ ! -f "$src/go.sum" ]]; then
   log "go mod tidy (downloads ~1 GB of modules on a cold cache)"
   (cd "$src" && go mod tidy)
 fi
@@ -77,20 +96,40 @@ ver_pkg() {
 }
 ldflags="-s -w $(ver_pkg)"
 
+# progress NAME: go build -v names each package it compiles; count them, pass the rest
+# (compiler errors) through.
+progress() {
+  local n=0 line
+  while IFS= read -r line; do
+    if [[ $line =~ ^[A-Za-z0-9._~/-]+$ ]]; then
+      n=$((n + 1))
+      ((n % 250)) || log "$1: $n packages compiled"
+    else
+      printf '%s\n' "$line" >&2
+    fi
+  done
+}
+
 build() {
-  local name=$1 pkg=$2
+  local name=$1 pkg=$2 t0
   if [[ -x "$bin/$name" ]]; then
     log "$name: cached"
     return
   fi
+  t0=$(date +%s)
   log "building $name ($pkg)"
-  (cd "$src" && go build -trimpath -tags selinux,notest -ldflags "$ldflags" -o "$bin/$name.tmp" "$pkg")
+  (cd "$src" && go build -v -trimpath -tags selinux,notest -ldflags "$ldflags" -o "$bin/$name.tmp" "$pkg" 2>&1) |
+    progress "$name"
   mv "$bin/$name.tmp" "$bin/$name"
-  log "$name: done"
+  log "$name: done in $(($(date +%s) - t0))s"
 }
 
 build etcd go.etcd.io/etcd/server/v3
 build kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver
 build kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager
-"$bin/kube-apiserver" --version
+for b in kube-apiserver kube-controller-manager; do
+  v=$("$bin/$b" --version)
+  [[ $v == "Kubernetes $K8S_VERSION" ]] || { echo "build.sh: $b reports '$v', expected $K8S_VERSION" >&2; exit 1; }
+done
 have_all
+log "control plane $K8S_VERSION built in $(($(date +%s) - started))s: $bin"
