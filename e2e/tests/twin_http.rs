@@ -123,7 +123,7 @@ impl Api {
 }
 
 #[tokio::test]
-async fn root_document_is_anonymous_and_links_into_the_virtual_directory() {
+async fn twin_root_document_is_anonymous_and_links_into_the_virtual_directory() {
     let twin = cluster(1).await;
     let api = Api::new(&twin);
     let (status, root) = api.send(reqwest::Method::GET, "/api", None, None).await;
@@ -163,7 +163,7 @@ async fn root_document_is_anonymous_and_links_into_the_virtual_directory() {
 }
 
 #[tokio::test]
-async fn requests_need_a_valid_api_key() {
+async fn twin_requests_need_a_valid_api_key() {
     let twin = cluster(1).await;
     let api = Api::new(&twin);
     let path = "/api/octopusservernodes/summary";
@@ -194,7 +194,7 @@ async fn requests_need_a_valid_api_key() {
 }
 
 #[tokio::test]
-async fn no_ready_endpoint_means_503() {
+async fn twin_no_ready_endpoint_means_503() {
     let twin = twin().await;
     let api = Api::new(&twin);
     let (status, _) = api.get("/api").await;
@@ -220,7 +220,7 @@ async fn no_ready_endpoint_means_503() {
 }
 
 #[tokio::test]
-async fn nodes_summary_details_and_paging() {
+async fn twin_nodes_summary_details_and_paging() {
     let twin = cluster(2).await;
     let api = Api::new(&twin);
     let (status, summary) = api.get("/api/octopusservernodes/summary").await;
@@ -275,7 +275,7 @@ async fn nodes_summary_details_and_paging() {
 }
 
 #[tokio::test]
-async fn drain_through_put_and_ping_answers_418_for_a_drained_node() {
+async fn twin_drain_through_put_and_ping_answers_418_for_a_drained_node() {
     let twin = cluster(1).await;
     let api = Api::new(&twin);
     let (status, ping) = api
@@ -361,7 +361,7 @@ async fn drain_through_put_and_ping_answers_418_for_a_drained_node() {
 }
 
 #[tokio::test]
-async fn maintenance_mode_is_read_only_for_users_and_health_says_so() {
+async fn twin_maintenance_mode_is_read_only_for_users_and_health_says_so() {
     let twin = cluster(1).await;
     twin.add_api_key(NS, SVC, USER_KEY, Role::User);
     let api = Api::new(&twin);
@@ -444,7 +444,7 @@ async fn maintenance_mode_is_read_only_for_users_and_health_says_so() {
 }
 
 #[tokio::test]
-async fn tasks_list_filter_and_cancel() {
+async fn twin_tasks_list_filter_and_cancel() {
     let twin = cluster(1).await;
     let api = Api::new(&twin);
     let (status, task) = api
@@ -526,7 +526,7 @@ async fn tasks_list_filter_and_cancel() {
 }
 
 #[tokio::test]
-async fn a_task_fails_when_its_node_is_killed() {
+async fn twin_a_task_fails_when_its_node_is_killed() {
     let twin = cluster(1).await;
     let api = Api::new(&twin);
     let (_, task) = api
@@ -562,7 +562,7 @@ async fn a_task_fails_when_its_node_is_killed() {
 }
 
 #[tokio::test]
-async fn injected_faults_error_expired_key_and_dropped_connections() {
+async fn twin_injected_faults_error_expired_key_and_dropped_connections() {
     let twin = cluster(1).await;
     let api = Api::new(&twin);
     twin.set_faults(
@@ -637,7 +637,7 @@ async fn injected_faults_error_expired_key_and_dropped_connections() {
 }
 
 #[tokio::test]
-async fn admin_routes_show_state_and_events_and_take_settings() {
+async fn twin_admin_routes_show_state_and_events_and_take_settings() {
     let twin = cluster(1).await;
     let http = reqwest::Client::new();
     let base = twin.base_url();
@@ -733,7 +733,7 @@ async fn admin_routes_show_state_and_events_and_take_settings() {
 }
 
 #[tokio::test]
-async fn schema_rules_over_http_old_node_never_serves_after_an_upgrade() {
+async fn twin_schema_rules_over_http_old_node_never_serves_after_an_upgrade() {
     let twin = cluster(1).await;
     let api = Api::new(&twin);
     twin.delete_pod(NS, "octo-0");
