@@ -2,4 +2,6 @@
 //! and the scenarios' shared helpers.
 
 pub mod cluster;
+pub mod jobs;
+pub mod scenario;
 pub mod twin;

@@ -35,16 +35,20 @@ pub async fn run(
     client: Client,
     world: SharedWorld,
     images: ImagePattern,
+    namespace: Option<String>,
     every: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let pods = watcher::watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
-        .default_backoff();
-    let services = watcher::watcher(
-        Api::<Service>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff();
+    // A twin scoped to one namespace lets scenarios run side by side, each with its own.
+    let (pod_api, service_api) = match &namespace {
+        Some(ns) => (
+            Api::<Pod>::namespaced(client.clone(), ns),
+            Api::<Service>::namespaced(client.clone(), ns),
+        ),
+        None => (Api::<Pod>::all(client.clone()), Api::<Service>::all(client.clone())),
+    };
+    let pods = watcher::watcher(pod_api, watcher::Config::default()).default_backoff();
+    let services = watcher::watcher(service_api, watcher::Config::default()).default_backoff();
     futures::pin_mut!(pods, services);
     let mut kubelet = Kubelet {
         client,

@@ -52,6 +52,8 @@ pub struct TwinConfig {
     pub generator: GeneratorConfig,
     /// Which images are Octopus Server.
     pub image_pattern: ImagePattern,
+    /// Play kubelet only in this namespace (all namespaces when unset).
+    pub namespace: Option<String>,
     /// How often model time is advanced without requests (and pod status published).
     pub tick: Duration,
     /// Seed of every random choice (task durations, faults, arrival jitter).
@@ -66,6 +68,7 @@ impl Default for TwinConfig {
             timing: Timing::default(),
             generator: GeneratorConfig::default(),
             image_pattern: ImagePattern::default(),
+            namespace: None,
             tick: Duration::from_millis(50),
             seed: 1,
         }
@@ -117,6 +120,7 @@ impl Twin {
                 client,
                 world.clone(),
                 config.image_pattern.clone(),
+                config.namespace.clone(),
                 config.tick,
                 shutdown_rx,
             )));

@@ -1,0 +1,315 @@
+//! End-to-end scenarios of the operator against the real API server and the Octopus twin.
+//! Each scenario runs in its own namespace with its own twin and in-process operator.
+//! They fail (never skip) when the control plane cannot be reached.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use octopus_e2e::scenario::{Scenario, condition, must, spec};
+use octopus_e2e::twin::{Event, EventKind, Faults, GeneratorConfig, Timing, TwinConfig};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(120);
+
+fn twin_config(tasks: bool) -> TwinConfig {
+    TwinConfig {
+        timing: Timing {
+            start_delay: Duration::from_millis(300),
+            migration_time: Duration::from_secs(1),
+            ..Timing::default()
+        },
+        generator: GeneratorConfig {
+            enabled: tasks,
+            deployments_per_minute: if tasks { 60.0 } else { 0.0 },
+            deployment_duration_min: Duration::from_millis(500),
+            deployment_duration_max: Duration::from_millis(2500),
+            ..GeneratorConfig::default()
+        },
+        ..TwinConfig::default()
+    }
+}
+
+/// Node name -> (version, serving) replayed from the twin's flight recorder; calls `check`
+/// after every event with the nodes serving at that moment (running and not drained).
+fn replay(events: &[Event], mut check: impl FnMut(&Event, &BTreeMap<String, (String, bool)>)) {
+    let mut nodes: BTreeMap<String, (String, bool, bool)> = BTreeMap::new(); // version, running, drained
+    let mut serving = BTreeMap::new();
+    for e in events {
+        match &e.kind {
+            EventKind::NodeRunning {
+                node,
+                version,
+                drained,
+                ..
+            } => {
+                nodes.insert(node.clone(), (version.clone(), true, *drained));
+            }
+            EventKind::NodeStopped { node, .. } | EventKind::NodeCrashed { node, .. } => {
+                if let Some(n) = nodes.get_mut(node) {
+                    n.1 = false;
+                }
+            }
+            EventKind::NodeDrained { node } => {
+                if let Some(n) = nodes.get_mut(node) {
+                    n.2 = true;
+                }
+            }
+            EventKind::NodeUndrained { node } => {
+                if let Some(n) = nodes.get_mut(node) {
+                    n.2 = false;
+                }
+            }
+            _ => continue,
+        }
+        serving = nodes
+            .iter()
+            .map(|(k, (v, running, drained))| (k.clone(), (v.clone(), *running && !*drained)))
+            .collect();
+        check(e, &serving);
+    }
+    let _ = serving;
+}
+
+fn count<F: Fn(&EventKind) -> bool>(events: &[Event], f: F) -> usize {
+    events.iter().filter(|e| f(&e.kind)).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_three_nodes_and_reach_ready() {
+    let s = must(Scenario::start("create", twin_config(false)).await);
+    must(s.create_cluster("octo", spec("2024.1.100", 3)).await);
+    let c = must(s.wait_condition("octo", "Ready", true, Some("Ready"), WAIT).await);
+    let status = c.status.expect("status");
+    assert_eq!(status.current_version.as_deref(), Some("2024.1.100"));
+    assert_eq!(status.ready_nodes.as_deref(), Some("3/3"));
+    assert_eq!(status.nodes.len(), 3);
+    assert_eq!(status.schema_version.as_deref(), Some("2024.1.100"));
+    assert!(status.nodes.iter().all(|n| n.ready && !n.drained));
+    // kubectl sees what a person would.
+    let wait = must(
+        s.cluster
+            .kubectl(["-n", s.ns.name(), "wait", "--for=condition=Ready", "octc/octo", "--timeout=10s"])
+            .await
+            .map_err(anyhow::Error::from),
+    );
+    assert!(wait.success(), "kubectl wait: {}", wait.stderr);
+    let get = must(
+        s.cluster
+            .kubectl(["-n", s.ns.name(), "get", "octc", "octo"])
+            .await
+            .map_err(anyhow::Error::from),
+    );
+    for column in ["DESIRED", "CURRENT", "READY", "STATUS", "AGE", "2024.1.100", "3/3"] {
+        assert!(get.stdout.contains(column), "kubectl get octc lacks {column}:\n{}", get.stdout);
+    }
+    // Node 0 created the schema alone: nobody else started before it ran.
+    let events = s.twin.events();
+    assert_eq!(count(&events, |k| matches!(k, EventKind::SchemaViolation { .. })), 0);
+    assert_eq!(count(&events, |k| matches!(k, EventKind::SchemaMigrationAborted { .. })), 0);
+    must(s.finish().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_secret_creates_nothing() {
+    let s = must(Scenario::start("nosecret", twin_config(false)).await);
+    let mut sp = spec("2024.1.100", 1);
+    sp["masterKeySecretRef"] = json!({"name": "absent", "key": "masterKey"});
+    must(s.create_cluster("octo", sp).await);
+    let c = must(s.wait_condition("octo", "Degraded", true, Some("SecretNotFound"), WAIT).await);
+    let message = condition(&c, "Degraded").expect("Degraded").message.clone();
+    assert!(message.contains("absent"), "{message}");
+    let sts: kube::Api<k8s_openapi::api::apps::v1::StatefulSet> = s.ns.api();
+    assert!(must(sts.get_opt("octo").await.map_err(anyhow::Error::from)).is_none());
+    must(s.finish().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patch_upgrade_rolls_with_tasks_running() {
+    let s = must(Scenario::start("patch", twin_config(true)).await);
+    must(s.create_cluster("octo", spec("2024.1.100", 3)).await);
+    must(s.wait_condition("octo", "Ready", true, Some("Ready"), WAIT).await);
+    let since = Timestamp::now();
+    must(s.patch_spec("octo", json!({"version": "2024.1.200"})).await);
+    let c = must(
+        s.wait_for("octo", "every node on 2024.1.200", WAIT, |c| {
+            c.status.as_ref().is_some_and(|st| {
+                st.current_version.as_deref() == Some("2024.1.200")
+                    && st.upgrade.as_ref().is_some_and(|u| u.finished_at.is_some())
+            })
+        })
+        .await,
+    );
+    must(s.wait_condition("octo", "Ready", true, Some("Ready"), WAIT).await);
+    let up = c.status.and_then(|st| st.upgrade).expect("upgrade");
+    assert_eq!(up.change, "patch");
+    assert_eq!(up.strategy.as_deref(), Some("rolling"));
+    // Let the tasks already running finish, then read the recorder.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let events = s.twin.events();
+    let mut min_serving = usize::MAX;
+    replay(&events, |e, serving| {
+        if e.at > since {
+            let n = serving.values().filter(|(_, up)| *up).count();
+            min_serving = min_serving.min(n);
+        }
+    });
+    assert!(min_serving >= 2, "fewer than 2 nodes served at some moment ({min_serving})");
+    assert_eq!(
+        count(&events, |k| matches!(k, EventKind::TaskFailed { .. })),
+        0,
+        "a task failed during the roll"
+    );
+    assert!(count(&events, |k| matches!(k, EventKind::TaskFinished { .. })) > 0, "no task ran");
+    assert_eq!(count(&events, |k| matches!(k, EventKind::NodeDrained { .. })), 3);
+    // Highest ordinal first.
+    let drained: Vec<String> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::NodeDrained { node } => Some(node.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(drained, vec!["octo-2", "octo-1", "octo-0"]);
+    must(s.finish().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minor_upgrade_waits_for_approval_then_stops_the_world() {
+    let s = must(Scenario::start("minor", twin_config(true)).await);
+    must(s.create_cluster("octo", spec("2024.1.100", 3)).await);
+    must(s.wait_condition("octo", "Ready", true, Some("Ready"), WAIT).await);
+    must(s.patch_spec("octo", json!({"version": "2024.2.50"})).await);
+    let c = must(
+        s.wait_condition("octo", "UpgradeBlocked", true, Some("SchemaUpgradeNotApproved"), WAIT)
+            .await,
+    );
+    let message = condition(&c, "UpgradeBlocked").expect("cond").message.clone();
+    assert!(message.contains("approvedVersion") && message.contains("2024.2.50"), "{message}");
+    // Still serving the old version while blocked.
+    assert_eq!(
+        c.status.as_ref().and_then(|st| st.current_version.as_deref()),
+        Some("2024.1.100")
+    );
+    must(
+        s.patch_spec("octo", json!({"upgrade": {"approvedVersion": "2024.2.50"}}))
+            .await,
+    );
+    let c = must(
+        s.wait_for("octo", "the minor upgrade to finish", WAIT, |c| {
+            c.status.as_ref().is_some_and(|st| {
+                st.current_version.as_deref() == Some("2024.2.50")
+                    && st.upgrade.as_ref().is_some_and(|u| u.finished_at.is_some())
+            })
+        })
+        .await,
+    );
+    must(s.wait_condition("octo", "Ready", true, Some("Ready"), WAIT).await);
+    let status = c.status.expect("status");
+    assert_eq!(status.schema_version.as_deref(), Some("2024.2.50"));
+    let backup = status.last_backup.expect("backup recorded");
+    assert_eq!(backup.from_version, "2024.1.100");
+    assert!(backup.master_key_secret.is_some());
+    let events = s.twin.events();
+    // The backup finished before any node stopped.
+    let runs = s.jobs.runs();
+    let backed_up = runs.iter().find(|r| r.succeeded).expect("a backup ran").at;
+    let first_stop = events
+        .iter()
+        .find(|e| matches!(e.kind, EventKind::NodeStopped { .. }))
+        .expect("nodes stopped")
+        .at;
+    assert!(backed_up < first_stop, "backup {backed_up} after first stop {first_stop}");
+    // Maintenance mode was on before the first stop.
+    let maintenance_on = events
+        .iter()
+        .find(|e| matches!(e.kind, EventKind::MaintenanceModeOn))
+        .expect("maintenance mode on")
+        .at;
+    assert!(maintenance_on < first_stop);
+    assert!(count(&events, |k| matches!(k, EventKind::MaintenanceModeOff)) >= 1);
+    // Never two versions running at once, never a schema violation or aborted migration.
+    let mut running: BTreeMap<String, String> = BTreeMap::new();
+    for e in &events {
+        match &e.kind {
+            EventKind::NodeRunning { node, version, .. } => {
+                running.insert(node.clone(), version.clone());
+            }
+            EventKind::NodeStopped { node, .. } | EventKind::NodeCrashed { node, .. } => {
+                running.remove(node);
+            }
+            _ => {}
+        }
+        let versions: std::collections::BTreeSet<&String> = running.values().collect();
+        assert!(versions.len() <= 1, "mixed versions running at {}: {running:?}", e.at);
+    }
+    assert_eq!(count(&events, |k| matches!(k, EventKind::SchemaViolation { .. })), 0);
+    assert_eq!(count(&events, |k| matches!(k, EventKind::SchemaMigrationAborted { .. })), 0);
+    assert_eq!(count(&events, |k| matches!(k, EventKind::TaskFailed { .. })), 0);
+    must(s.finish().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn major_needs_approval_and_downgrade_needs_restore() {
+    let s = must(Scenario::start("refuse", twin_config(false)).await);
+    must(s.create_cluster("octo", spec("2024.1.100", 1)).await);
+    must(s.wait_condition("octo", "Ready", true, Some("Ready"), WAIT).await);
+    must(
+        s.patch_spec("octo", json!({"version": "2025.1.10", "upgrade": {"approvedVersion": "2025.1.10"}}))
+            .await,
+    );
+    let c = must(
+        s.wait_condition("octo", "UpgradeBlocked", true, Some("MajorUpgradeNotApproved"), WAIT)
+            .await,
+    );
+    assert!(condition(&c, "UpgradeBlocked").expect("c").message.contains("approvedMajorVersion"));
+    must(s.patch_spec("octo", json!({"version": "2023.4.1"})).await);
+    must(
+        s.wait_condition("octo", "UpgradeBlocked", true, Some("DowngradeRequiresRestore"), WAIT)
+            .await,
+    );
+    // Nothing was touched: the node still runs the original version.
+    let c = must(s.wait_condition("octo", "Degraded", false, None, WAIT).await);
+    assert_eq!(c.status.and_then(|st| st.current_version).as_deref(), Some("2024.1.100"));
+    let events = s.twin.events();
+    assert_eq!(count(&events, |k| matches!(k, EventKind::NodeStopped { .. })), 0);
+    must(s.finish().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_failing_after_migration_stops_the_operator() {
+    let s = must(Scenario::start("failmig", twin_config(false)).await);
+    let mut sp = spec("2024.1.100", 2);
+    sp["upgrade"]["schemaUpgrades"] = json!("Automatic");
+    sp["upgrade"]["nodeReadyTimeout"] = json!("20s");
+    must(s.create_cluster("octo", sp).await);
+    must(s.wait_condition("octo", "Ready", true, Some("Ready"), WAIT).await);
+    let svc = "octo";
+    s.twin.set_faults(
+        s.ns.name(),
+        svc,
+        Faults {
+            fail_to_start: ["octo-0".to_string()].into_iter().collect(),
+            ..Faults::default()
+        },
+    );
+    must(s.patch_spec("octo", json!({"version": "2024.2.1"})).await);
+    let c = must(
+        s.wait_condition("octo", "Degraded", true, Some("NodeFailedAfterMigration"), WAIT)
+            .await,
+    );
+    assert!(condition(&c, "UpgradeBlocked").is_some_and(|b| b.status == "True"));
+    // The operator takes no further step: node 1 is never started on either version.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let sts: kube::Api<k8s_openapi::api::apps::v1::StatefulSet> = s.ns.api();
+    let replicas = must(sts.get("octo").await.map_err(anyhow::Error::from))
+        .spec
+        .replicas;
+    assert_eq!(replicas, Some(1));
+    let events = s.twin.events();
+    let started_1_after_stop = events.iter().any(|e| {
+        matches!(&e.kind, EventKind::NodeStarting { node, version, .. } if node == "octo-1" && version == "2024.2.1")
+    });
+    assert!(!started_1_after_stop, "node 1 was started after node 0 failed");
+    must(s.finish().await);
+}
