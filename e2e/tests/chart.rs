@@ -1,0 +1,965 @@
+//! The ways users install the operator: the Helm chart (charts/octopus-operator, also what
+//! Argo CD renders) and the plain manifest for `kubectl apply` (charts/install.yaml).
+//!
+//! Offline: the chart lints, renders the same bytes every time, its CRD is a byte copy of
+//! crds/octopusclusters.yaml, install.yaml is what charts/render-install.sh produces now,
+//! the operator's ServiceAccount is granted exactly [`operator_grants`] (no more, no less)
+//! and the Deployment is hardened and probed. On the real control plane: install.yaml
+//! applies server-side, the Pod passes Pod Security `restricted`, and the API server's
+//! own RBAC answers `kubectl auth can-i` for the operator's ServiceAccount as intended; a
+//! Helm install with `watchNamespace` confines the operator to that namespace.
+//!
+//! helm comes from env `HELM` or where e2e/tools/install-helm.sh puts it (`make tools`).
+//! A missing helm or control plane fails these tests: nothing here is skipped.
+//!
+//! install.yaml's objects (namespace `octopus-operator`, its ClusterRole and binding) are
+//! left on the shared control plane: re-applying is idempotent, and deleting the namespace
+//! would race the next run's apply against its termination.
+
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail, ensure};
+use k8s_openapi::{
+    api::{
+        apps::v1::Deployment,
+        authentication::v1::{TokenRequest, TokenRequestSpec},
+        core::v1::{Pod, Service, ServiceAccount},
+        rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
+    },
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
+use kube::{
+    Api,
+    api::{ListParams, PostParams},
+    core::{ApiResource, DynamicObject, GroupVersionKind},
+};
+use octopus_e2e::cluster::{TestCluster, wait_until};
+use serde::Deserialize;
+use serde_json::Value;
+
+/// Release and namespace install.yaml is rendered for (charts/render-install.sh).
+const INSTALL_NAMESPACE: &str = "octopus-operator";
+const INSTALL_NAME: &str = "octopus-operator";
+const CRD_NAME: &str = "octopusclusters.octopusoperator.dev";
+const WAIT: Duration = Duration::from_secs(60);
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("e2e/ has a parent")
+        .to_owned()
+}
+
+fn chart_dir() -> PathBuf {
+    repo_root().join("charts/octopus-operator")
+}
+
+/// A pin from e2e/controlplane/versions.env.
+fn pin(key: &str) -> Option<&'static str> {
+    include_str!("../controlplane/versions.env")
+        .lines()
+        .filter_map(|line| line.split_once('='))
+        .find(|(k, _)| k.trim() == key)
+        .map(|(_, v)| v.trim())
+}
+
+/// env `HELM`, else the helm e2e/tools/install-helm.sh installs; an error (never a skip)
+/// when there is none.
+fn helm_binary() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("HELM") {
+        return Ok(path.into());
+    }
+    let cache = match std::env::var_os("OCTOPUS_OPERATOR_CACHE") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(std::env::var_os("HOME").context("HOME is not set")?)
+            .join(".cache/octopus-operator"),
+    };
+    let package = pin("HELM_LAYER_PACKAGE").context("versions.env has no HELM_LAYER_PACKAGE")?;
+    let version = pin("HELM_LAYER_VERSION").context("versions.env has no HELM_LAYER_VERSION")?;
+    let path = cache
+        .join("tools")
+        .join(format!("{package}-{version}"))
+        .join("helm");
+    ensure!(
+        path.is_file(),
+        "helm is not installed at {}: run `e2e/tools/install-helm.sh` (or `make tools`), \
+         or set HELM to a helm binary",
+        path.display()
+    );
+    Ok(path)
+}
+
+/// Runs helm (env `HELM_*` state kept out of the repo) and returns its stdout; a non-zero
+/// exit is an error carrying stderr.
+fn helm<I, S>(args: I) -> Result<String>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let helm = helm_binary()?;
+    let home = std::env::temp_dir().join("octopus-e2e-helm");
+    let args: Vec<_> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+    let output = Command::new(&helm)
+        .args(&args)
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_DATA_HOME", home.join("data"))
+        .output()
+        .with_context(|| format!("cannot run {}", helm.display()))?;
+    let stdout = String::from_utf8(output.stdout).context("helm printed non-UTF-8")?;
+    if !output.status.success() {
+        bail!(
+            "helm {args:?}: {}\nstdout:\n{stdout}\nstderr:\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(stdout)
+}
+
+/// `helm template` of the chart for `release` in `namespace` with `--set` values.
+fn render(release: &str, namespace: &str, set: &[&str]) -> Result<String> {
+    let chart = chart_dir();
+    let mut args = vec![
+        "template".into(),
+        release.into(),
+        chart.into_os_string(),
+        "--namespace".into(),
+        namespace.into(),
+    ];
+    for value in set {
+        args.push("--set".into());
+        args.push((*value).into());
+    }
+    helm(args)
+}
+
+/// Every document of a multi-document YAML stream, empty ones dropped.
+fn documents(yaml: &str) -> Result<Vec<Value>> {
+    let mut docs = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(yaml) {
+        let value = Value::deserialize(doc).context("rendered YAML does not parse")?;
+        if !value.is_null() {
+            docs.push(value);
+        }
+    }
+    Ok(docs)
+}
+
+fn kind_of(doc: &Value) -> &str {
+    doc["kind"].as_str().unwrap_or_default()
+}
+
+fn name_of(doc: &Value) -> &str {
+    doc["metadata"]["name"].as_str().unwrap_or_default()
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str) -> Result<&'a Value> {
+    docs.iter()
+        .find(|d| kind_of(d) == kind)
+        .with_context(|| format!("no {kind} rendered"))
+}
+
+/// One permission: in `scope` (a namespace, or [`CLUSTER`]) the verb on group/resource.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Grant {
+    scope: String,
+    group: String,
+    resource: String,
+    verb: String,
+}
+
+const CLUSTER: &str = "<cluster>";
+
+fn grants(scope: &str, rules: &[(&str, &[&str], &[&str])]) -> BTreeSet<Grant> {
+    let mut set = BTreeSet::new();
+    for (group, resources, verbs) in rules {
+        for resource in *resources {
+            for verb in *verbs {
+                set.insert(Grant {
+                    scope: scope.to_owned(),
+                    group: (*group).to_owned(),
+                    resource: (*resource).to_owned(),
+                    verb: (*verb).to_owned(),
+                });
+            }
+        }
+    }
+    set
+}
+
+/// What the operator needs, and all it may have (keep in step with
+/// charts/octopus-operator/templates/rbac.yaml and the chart README's RBAC table):
+/// everything in `watched` (a namespace or [`CLUSTER`]), Leases in its own namespace.
+fn operator_grants(watched: &str, own_namespace: &str) -> BTreeSet<Grant> {
+    let mut set = grants(
+        watched,
+        &[
+            (
+                "octopusoperator.dev",
+                &["octopusclusters"],
+                &["get", "list", "watch", "patch", "update"],
+            ),
+            (
+                "octopusoperator.dev",
+                &["octopusclusters/status"],
+                &["get", "patch", "update"],
+            ),
+            (
+                "octopusoperator.dev",
+                &["octopusclusters/finalizers"],
+                &["update"],
+            ),
+            (
+                "apps",
+                &["statefulsets"],
+                &["get", "list", "watch", "create", "patch"],
+            ),
+            (
+                "",
+                &["services", "persistentvolumeclaims"],
+                &["get", "list", "watch", "create", "patch"],
+            ),
+            (
+                "batch",
+                &["jobs"],
+                &["get", "list", "watch", "create", "patch"],
+            ),
+            ("", &["pods"], &["get", "list", "watch", "delete"]),
+            ("", &["secrets"], &["get", "list", "watch", "create"]),
+            ("events.k8s.io", &["events"], &["create", "patch"]),
+        ],
+    );
+    set.extend(grants(
+        own_namespace,
+        &[(
+            "coordination.k8s.io",
+            &["leases"],
+            &["get", "create", "update", "patch"],
+        )],
+    ));
+    set
+}
+
+fn strings(value: &Value) -> Vec<&str> {
+    value
+        .as_array()
+        .map(|items| items.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+/// What the rendered bindings grant the ServiceAccount `namespace/name`.
+fn rendered_grants(docs: &[Value], namespace: &str, name: &str) -> Result<BTreeSet<Grant>> {
+    let mut set = BTreeSet::new();
+    for binding in docs
+        .iter()
+        .filter(|d| matches!(kind_of(d), "ClusterRoleBinding" | "RoleBinding"))
+    {
+        let bound = binding["subjects"].as_array().is_some_and(|subjects| {
+            subjects.iter().any(|s| {
+                s["kind"] == "ServiceAccount" && s["name"] == name && s["namespace"] == namespace
+            })
+        });
+        if !bound {
+            continue;
+        }
+        let binding_namespace = binding["metadata"]["namespace"].as_str();
+        let scope = match kind_of(binding) {
+            "ClusterRoleBinding" => CLUSTER.to_owned(),
+            _ => binding_namespace
+                .with_context(|| format!("RoleBinding {} has no namespace", name_of(binding)))?
+                .to_owned(),
+        };
+        let role_kind = binding["roleRef"]["kind"].as_str().unwrap_or_default();
+        let role_name = binding["roleRef"]["name"].as_str().unwrap_or_default();
+        let role = docs
+            .iter()
+            .find(|d| {
+                kind_of(d) == role_kind
+                    && name_of(d) == role_name
+                    && (role_kind == "ClusterRole"
+                        || d["metadata"]["namespace"].as_str() == binding_namespace)
+            })
+            .with_context(|| {
+                format!(
+                    "{} refers to {role_kind} {role_name}, which is not rendered",
+                    name_of(binding)
+                )
+            })?;
+        for rule in role["rules"].as_array().into_iter().flatten() {
+            ensure!(
+                rule.get("resourceNames").is_none() && rule.get("nonResourceURLs").is_none(),
+                "{role_kind} {role_name}: unexpected rule {rule}"
+            );
+            for group in strings(&rule["apiGroups"]) {
+                for resource in strings(&rule["resources"]) {
+                    for verb in strings(&rule["verbs"]) {
+                        set.insert(Grant {
+                            scope: scope.clone(),
+                            group: group.to_owned(),
+                            resource: resource.to_owned(),
+                            verb: verb.to_owned(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    Ok(set)
+}
+
+fn assert_grants(rendered: &BTreeSet<Grant>, expected: &BTreeSet<Grant>, what: &str) {
+    let missing: Vec<_> = expected.difference(rendered).collect();
+    let extra: Vec<_> = rendered.difference(expected).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{what}: the rendered RBAC differs from what the operator needs\n\
+         missing: {missing:#?}\nnot needed: {extra:#?}"
+    );
+}
+
+/// The first line where two texts differ, for a readable staleness message.
+fn first_difference(expected: &str, actual: &str) -> String {
+    let line = expected
+        .lines()
+        .zip(actual.lines())
+        .position(|(e, a)| e != a)
+        .unwrap_or_else(|| expected.lines().count().min(actual.lines().count()));
+    format!(
+        "first difference at line {}:\n  checked in: {:?}\n  generated:  {:?}",
+        line + 1,
+        actual.lines().nth(line).unwrap_or("<end of file>"),
+        expected.lines().nth(line).unwrap_or("<end of file>"),
+    )
+}
+
+#[test]
+fn chart_lints_strictly_with_default_and_optional_values() -> Result<()> {
+    let chart = chart_dir();
+    for set in [
+        vec![],
+        vec!["watchNamespace=octopus", "serviceMonitor.enabled=true"],
+        vec![
+            "rbac.create=false",
+            "serviceAccount.create=false",
+            "serviceAccount.name=existing",
+        ],
+    ] {
+        let mut args = vec![
+            "lint".into(),
+            "--strict".into(),
+            chart.clone().into_os_string(),
+        ];
+        for value in &set {
+            args.push("--set".into());
+            args.push((*value).into());
+        }
+        let out = helm(args).with_context(|| format!("helm lint --strict with {set:?}"))?;
+        assert!(out.contains("0 chart(s) failed"), "{out}");
+    }
+    Ok(())
+}
+
+#[test]
+fn chart_crd_is_a_byte_copy_of_the_generated_crd() -> Result<()> {
+    let generated = std::fs::read(repo_root().join("crds/octopusclusters.yaml"))?;
+    let copy = std::fs::read(chart_dir().join("crds/octopusclusters.yaml"))?;
+    assert!(
+        generated == copy,
+        "charts/octopus-operator/crds/octopusclusters.yaml differs from crds/octopusclusters.yaml; \
+         run charts/render-install.sh\n{}",
+        first_difference(
+            &String::from_utf8_lossy(&generated),
+            &String::from_utf8_lossy(&copy)
+        )
+    );
+    // The chart directory holds nothing else Helm would install as a CRD.
+    let entries: Vec<_> = std::fs::read_dir(chart_dir().join("crds"))?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()?;
+    assert_eq!(
+        entries,
+        vec![std::ffi::OsString::from("octopusclusters.yaml")]
+    );
+    Ok(())
+}
+
+#[test]
+fn install_yaml_is_current() -> Result<()> {
+    let script = repo_root().join("charts/render-install.sh");
+    let output = Command::new("bash")
+        .arg(&script)
+        .arg("--stdout")
+        .env("HELM", helm_binary()?)
+        .output()
+        .with_context(|| format!("cannot run {}", script.display()))?;
+    ensure!(
+        output.status.success(),
+        "{} --stdout: {}\n{}",
+        script.display(),
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let rendered = String::from_utf8(output.stdout)?;
+    let checked_in = std::fs::read_to_string(repo_root().join("charts/install.yaml"))?;
+    assert!(
+        rendered == checked_in,
+        "charts/install.yaml is stale; run charts/render-install.sh\n{}",
+        first_difference(&rendered, &checked_in)
+    );
+
+    let docs = documents(&checked_in)?;
+    let kinds: Vec<_> = docs.iter().map(kind_of).collect();
+    assert_eq!(
+        &kinds[..2],
+        ["Namespace", "CustomResourceDefinition"],
+        "the Namespace and the CRD come before the objects that need them"
+    );
+    for kind in [
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Deployment",
+        "Service",
+    ] {
+        assert!(
+            kinds.contains(&kind),
+            "install.yaml has no {kind}: {kinds:?}"
+        );
+    }
+    for doc in docs.iter().skip(1) {
+        let cluster_scoped = matches!(
+            kind_of(doc),
+            "CustomResourceDefinition" | "ClusterRole" | "ClusterRoleBinding"
+        );
+        let namespace = doc["metadata"]["namespace"].as_str();
+        if cluster_scoped {
+            assert_eq!(namespace, None, "{} {}", kind_of(doc), name_of(doc));
+        } else {
+            assert_eq!(
+                namespace,
+                Some(INSTALL_NAMESPACE),
+                "{} {}",
+                kind_of(doc),
+                name_of(doc)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The code inside each `{{ ... }}` of a template, comments (`{{/* ... */}}`) left out.
+fn template_actions(text: &str) -> Vec<&str> {
+    let mut actions = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else { break };
+        let action = after[..end].trim_matches(|c: char| c == '-' || c.is_whitespace());
+        if !action.starts_with("/*") {
+            actions.push(action);
+        }
+        rest = &after[end + 2..];
+    }
+    actions
+}
+
+#[test]
+fn rendering_is_deterministic() -> Result<()> {
+    // Argo CD compares renderings: the same input must give the same bytes, and nothing
+    // may depend on what is in the cluster.
+    let first = render("octopus-operator", "octopus-operator", &[])?;
+    let second = render("octopus-operator", "octopus-operator", &[])?;
+    assert!(first == second, "{}", first_difference(&first, &second));
+    for entry in std::fs::read_dir(chart_dir().join("templates"))? {
+        let path = entry?.path();
+        let text = std::fs::read_to_string(&path)?;
+        for action in template_actions(&text) {
+            let called = action
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .find(|token| {
+                    ["lookup", "uuidv4", "now", "genCA", "genPrivateKey"].contains(token)
+                        || token.starts_with("rand")
+                        || token.starts_with("genSelfSigned")
+                        || token.starts_with("genSigned")
+                });
+            assert!(
+                called.is_none(),
+                "{} calls {called:?} in {{{{{action}}}}}",
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn rendered_rbac_grants_exactly_what_the_operator_needs() -> Result<()> {
+    // Every namespace: a ClusterRole.
+    let docs = documents(&render("octopus-operator", "octopus-operator", &[])?)?;
+    let rendered = rendered_grants(&docs, "octopus-operator", "octopus-operator")?;
+    assert_grants(
+        &rendered,
+        &operator_grants(CLUSTER, "octopus-operator"),
+        "watching every namespace",
+    );
+
+    // One namespace: only a Role there, no cluster-wide right at all.
+    let docs = documents(&render(
+        "ops",
+        "octopus-system",
+        &["watchNamespace=octopus"],
+    )?)?;
+    let rendered = rendered_grants(&docs, "octopus-system", "ops-octopus-operator")?;
+    assert_grants(
+        &rendered,
+        &operator_grants("octopus", "octopus-system"),
+        "watchNamespace=octopus",
+    );
+    assert!(
+        !docs.iter().any(|d| kind_of(d) == "ClusterRoleBinding"),
+        "watchNamespace must not bind a ClusterRole"
+    );
+
+    // The aggregated roles are for people, not bound to the operator; and they can be off.
+    for name in [
+        "ops-octopus-operator-octopusclusters-edit",
+        "ops-octopus-operator-octopusclusters-view",
+    ] {
+        assert!(
+            docs.iter()
+                .any(|d| kind_of(d) == "ClusterRole" && name_of(d) == name),
+            "no ClusterRole {name}"
+        );
+    }
+    let docs = documents(&render("o", "o", &["rbac.aggregateToDefaultRoles=false"])?)?;
+    assert!(
+        !docs
+            .iter()
+            .any(|d| kind_of(d) == "ClusterRole" && name_of(d).ends_with("-edit"))
+    );
+    Ok(())
+}
+
+#[test]
+fn rendered_deployment_is_hardened_probed_and_configured_from_values() -> Result<()> {
+    let docs = documents(&render("octopus-operator", "octopus-operator", &[])?)?;
+    let deployment = find(&docs, "Deployment")?;
+    let spec = &deployment["spec"];
+    assert_eq!(spec["replicas"], 1, "one operator: no leader election yet");
+    assert_eq!(spec["strategy"]["type"], "Recreate");
+    let pod = &spec["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "octopus-operator");
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    let containers = pod["containers"].as_array().context("no containers")?;
+    assert_eq!(containers.len(), 1);
+    let container = &containers[0];
+    let security = &container["securityContext"];
+    assert_eq!(security["readOnlyRootFilesystem"], true);
+    assert_eq!(security["allowPrivilegeEscalation"], false);
+    assert_eq!(security["runAsNonRoot"], true);
+    assert_eq!(strings(&security["capabilities"]["drop"]), ["ALL"]);
+    assert_eq!(
+        container["image"], "octopus-operator:0.1.0",
+        "tag defaults to appVersion"
+    );
+    assert_eq!(container["ports"][0]["name"], "metrics");
+    assert_eq!(container["ports"][0]["containerPort"], 8080);
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(container["livenessProbe"]["httpGet"]["port"], "metrics");
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(container["readinessProbe"]["httpGet"]["port"], "metrics");
+    for bound in ["requests", "limits"] {
+        for resource in ["cpu", "memory"] {
+            assert!(
+                container["resources"][bound][resource].is_string(),
+                "resources.{bound}.{resource} unset"
+            );
+        }
+    }
+    assert_eq!(
+        strings(&container["args"]),
+        [
+            "run",
+            "--metrics-addr=0.0.0.0:8080",
+            "--log-format=json",
+            "--poll-interval=5s",
+            "--api-url-template=http://{name}.{namespace}.svc:8080",
+        ]
+    );
+    assert_eq!(container["env"][0]["name"], "RUST_LOG");
+    let service = find(&docs, "Service")?;
+    assert_eq!(service["spec"]["ports"][0]["targetPort"], "metrics");
+    assert_eq!(
+        service["spec"]["selector"], spec["selector"]["matchLabels"],
+        "the metrics Service selects the operator pod"
+    );
+    assert!(
+        find(&docs, "ServiceMonitor").is_err(),
+        "ServiceMonitor is off by default"
+    );
+
+    // Values reach the arguments, and the optional objects appear.
+    let docs = documents(&render(
+        "octopus-operator",
+        "octopus-operator",
+        &[
+            "watchNamespace=octopus",
+            "logFormat=text",
+            "logLevel=debug",
+            "pollInterval=2s",
+            "apiUrlTemplate=https://{name}.example.com",
+            "metrics.port=9090",
+            "image.repository=registry.example.com/octopus-operator",
+            "image.tag=0.2.0",
+            "serviceMonitor.enabled=true",
+            "nodeSelector.disk=ssd",
+            "podAnnotations.team=platform",
+        ],
+    )?)?;
+    let pod = &find(&docs, "Deployment")?["spec"]["template"];
+    let container = &pod["spec"]["containers"][0];
+    assert_eq!(
+        strings(&container["args"]),
+        [
+            "run",
+            "--metrics-addr=0.0.0.0:9090",
+            "--log-format=text",
+            "--poll-interval=2s",
+            "--api-url-template=https://{name}.example.com",
+            "--namespace=octopus",
+        ]
+    );
+    assert_eq!(container["env"][0]["value"], "debug");
+    assert_eq!(
+        container["image"],
+        "registry.example.com/octopus-operator:0.2.0"
+    );
+    assert_eq!(pod["spec"]["nodeSelector"]["disk"], "ssd");
+    assert_eq!(pod["metadata"]["annotations"]["team"], "platform");
+    let monitor = find(&docs, "ServiceMonitor")?;
+    assert_eq!(monitor["spec"]["endpoints"][0]["port"], "metrics");
+    assert_eq!(monitor["spec"]["endpoints"][0]["path"], "/metrics");
+    Ok(())
+}
+
+/// `kubectl auth can-i VERB RESOURCE [-n NS | -A] [--subresource S]` as `user`: yes or no.
+async fn can_i(cluster: &TestCluster, user: &str, args: &[&str]) -> Result<bool> {
+    let mut full = vec!["auth", "can-i", "--as", user];
+    full.extend_from_slice(args);
+    let out = cluster.kubectl(full.iter().copied()).await?;
+    match out.stdout.trim() {
+        "yes" => Ok(true),
+        "no" => Ok(false),
+        _ => bail!(
+            "kubectl auth can-i {args:?}: {}\n{}{}",
+            out.status,
+            out.stdout,
+            out.stderr
+        ),
+    }
+}
+
+/// Asks the API server each question and fails listing every answer that is not expected.
+async fn assert_can_i(cluster: &TestCluster, user: &str, cases: &[(bool, &[&str])]) -> Result<()> {
+    let mut wrong = Vec::new();
+    for (expected, args) in cases {
+        let answer = can_i(cluster, user, args).await?;
+        if answer != *expected {
+            wrong.push(format!(
+                "can-i {} -> {} (expected {})",
+                args.join(" "),
+                if answer { "yes" } else { "no" },
+                if *expected { "yes" } else { "no" }
+            ));
+        }
+    }
+    ensure!(
+        wrong.is_empty(),
+        "RBAC for {user} is not as intended:\n  {}",
+        wrong.join("\n  ")
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn install_yaml_applies_server_side_and_grants_the_operator_its_rights() -> Result<()> {
+    let cluster = TestCluster::shared().await?;
+    let install = repo_root().join("charts/install.yaml");
+    // --force-conflicts: the control plane is shared, and other scenarios may have applied
+    // an older CRD under another field manager. Users upgrading from Helm need it too.
+    let applied = cluster
+        .kubectl([
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            install.to_str().context("non-UTF-8 path")?,
+        ])
+        .await?
+        .ok()?;
+    // The Namespace asks for warnings at Pod Security `restricted`: there must be none.
+    assert!(
+        !applied.stderr.contains("PodSecurity"),
+        "the Deployment violates Pod Security restricted:\n{}",
+        applied.stderr
+    );
+
+    let client = cluster.client();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    wait_until("the OctopusCluster CRD to be Established", WAIT, || async {
+        let crd = crds.get(CRD_NAME).await?;
+        let established = crd
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True");
+        Ok(established.then_some(()))
+    })
+    .await?;
+
+    let ns = INSTALL_NAMESPACE;
+    let deployment = Api::<Deployment>::namespaced(client.clone(), ns)
+        .get(INSTALL_NAME)
+        .await
+        .context("the Deployment")?;
+    Api::<ServiceAccount>::namespaced(client.clone(), ns)
+        .get(INSTALL_NAME)
+        .await
+        .context("the ServiceAccount")?;
+    Api::<Service>::namespaced(client.clone(), ns)
+        .get(&format!("{INSTALL_NAME}-metrics"))
+        .await
+        .context("the metrics Service")?;
+    Api::<ClusterRole>::all(client.clone())
+        .get(INSTALL_NAME)
+        .await
+        .context("the ClusterRole")?;
+    let binding = Api::<ClusterRoleBinding>::all(client.clone())
+        .get(INSTALL_NAME)
+        .await
+        .context("the ClusterRoleBinding")?;
+    assert_eq!(binding.role_ref.name, INSTALL_NAME);
+    Api::<Role>::namespaced(client.clone(), ns)
+        .get(&format!("{INSTALL_NAME}-leader-election"))
+        .await
+        .context("the leader election Role")?;
+    Api::<RoleBinding>::namespaced(client.clone(), ns)
+        .get(&format!("{INSTALL_NAME}-leader-election"))
+        .await
+        .context("the leader election RoleBinding")?;
+
+    // The ReplicaSet controller creates the operator Pod, so it passed Pod Security
+    // `restricted` (enforced on the namespace) and the ServiceAccount admission. It stays
+    // Pending: this control plane has no scheduler or kubelet.
+    let selector = deployment
+        .spec
+        .selector
+        .match_labels
+        .unwrap_or_default()
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    wait_until("the operator Pod to be created", WAIT, || async {
+        let list = pods.list(&ListParams::default().labels(&selector)).await?;
+        Ok(list.items.into_iter().next())
+    })
+    .await
+    .context("no operator Pod: see `kubectl -n octopus-operator describe replicaset`")?;
+
+    let operator = format!("system:serviceaccount:{ns}:{INSTALL_NAME}");
+    let yes = true;
+    let no = false;
+    assert_can_i(
+        &cluster,
+        &operator,
+        &[
+            (yes, &["watch", "octopusclusters.octopusoperator.dev", "-A"]),
+            (
+                yes,
+                &[
+                    "patch",
+                    "octopusclusters.octopusoperator.dev",
+                    "-n",
+                    "team-a",
+                    "--subresource",
+                    "status",
+                ],
+            ),
+            (
+                yes,
+                &[
+                    "update",
+                    "octopusclusters.octopusoperator.dev",
+                    "-n",
+                    "team-a",
+                    "--subresource",
+                    "finalizers",
+                ],
+            ),
+            (yes, &["create", "statefulsets.apps", "-n", "team-a"]),
+            (yes, &["patch", "statefulsets.apps", "-n", "team-a"]),
+            (yes, &["create", "services", "-n", "team-a"]),
+            (yes, &["create", "persistentvolumeclaims", "-n", "team-a"]),
+            (yes, &["create", "jobs.batch", "-n", "team-a"]),
+            (yes, &["delete", "pods", "-n", "team-a"]),
+            (yes, &["list", "secrets", "-A"]),
+            (yes, &["create", "secrets", "-n", "team-a"]),
+            (yes, &["create", "events.events.k8s.io", "-n", "team-a"]),
+            (yes, &["update", "leases.coordination.k8s.io", "-n", ns]),
+            // Least privilege: what it must not be able to do.
+            (
+                no,
+                &[
+                    "create",
+                    "octopusclusters.octopusoperator.dev",
+                    "-n",
+                    "team-a",
+                ],
+            ),
+            (
+                no,
+                &[
+                    "delete",
+                    "octopusclusters.octopusoperator.dev",
+                    "-n",
+                    "team-a",
+                ],
+            ),
+            (no, &["delete", "statefulsets.apps", "-n", "team-a"]),
+            (no, &["delete", "persistentvolumeclaims", "-n", "team-a"]),
+            (no, &["delete", "jobs.batch", "-n", "team-a"]),
+            (no, &["update", "secrets", "-n", "team-a"]),
+            (no, &["delete", "secrets", "-n", "team-a"]),
+            (no, &["create", "pods", "-n", "team-a"]),
+            (no, &["create", "deployments.apps", "-n", "team-a"]),
+            (
+                no,
+                &["update", "leases.coordination.k8s.io", "-n", "kube-system"],
+            ),
+            (
+                no,
+                &["create", "clusterrolebindings.rbac.authorization.k8s.io"],
+            ),
+            (
+                no,
+                &["update", "customresourcedefinitions.apiextensions.k8s.io"],
+            ),
+        ],
+    )
+    .await?;
+
+    // The same, with the ServiceAccount's own token instead of impersonation: it lists
+    // OctopusClusters everywhere and is refused Deployments.
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            expiration_seconds: Some(600),
+            ..TokenRequestSpec::default()
+        }),
+        ..TokenRequest::default()
+    };
+    let token = Api::<ServiceAccount>::namespaced(client.clone(), ns)
+        .create_token_request(INSTALL_NAME, &PostParams::default(), &request)
+        .await?
+        .status
+        .and_then(|s| s.token)
+        .unwrap_or_default();
+    ensure!(!token.is_empty(), "the TokenRequest returned no token");
+    let as_operator = cluster.client_with_token(&token)?;
+    let gvk = GroupVersionKind::gvk("octopusoperator.dev", "v1alpha1", "OctopusCluster");
+    let clusters: Api<DynamicObject> =
+        Api::all_with(as_operator.clone(), &ApiResource::from_gvk(&gvk));
+    clusters
+        .list(&ListParams::default())
+        .await
+        .context("the operator's token lists OctopusClusters in every namespace")?;
+    match Api::<Deployment>::all(as_operator)
+        .list(&ListParams::default())
+        .await
+    {
+        Err(kube::Error::Api(status)) => assert_eq!(status.code, 403, "{status:?}"),
+        other => bail!("listing Deployments must be forbidden to the operator, got {other:?}"),
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn helm_install_with_watch_namespace_confines_the_operator_to_it() -> Result<()> {
+    let cluster = TestCluster::shared().await?;
+    let operator_ns = cluster.namespace("chart-operator").await?;
+    let watched_ns = cluster.namespace("chart-watched").await?;
+    let other_ns = cluster.namespace("chart-other").await?;
+    // The release name makes the cluster-scoped names (aggregated ClusterRoles) unique.
+    let release = operator_ns.name().to_owned();
+    let own = operator_ns.name().to_owned();
+    let connection: Vec<std::ffi::OsString> = vec![
+        "--namespace".into(),
+        own.clone().into(),
+        "--kubeconfig".into(),
+        cluster.kubeconfig().into(),
+    ];
+    let mut args: Vec<std::ffi::OsString> =
+        vec!["install".into(), release.clone().into(), chart_dir().into()];
+    args.extend(connection.iter().cloned());
+    args.extend([
+        "--set".into(),
+        format!("watchNamespace={}", watched_ns.name()).into(),
+    ]);
+    let install = tokio::task::spawn_blocking(move || helm(args)).await?;
+    let result = async {
+        install.context("helm install")?;
+        let operator = format!("system:serviceaccount:{own}:{release}-octopus-operator");
+        let (watched, other, own) = (watched_ns.name(), other_ns.name(), own.as_str());
+        let yes = true;
+        let no = false;
+        assert_can_i(
+            &cluster,
+            &operator,
+            &[
+                (
+                    yes,
+                    &[
+                        "watch",
+                        "octopusclusters.octopusoperator.dev",
+                        "-n",
+                        watched,
+                    ],
+                ),
+                (yes, &["create", "statefulsets.apps", "-n", watched]),
+                (yes, &["delete", "pods", "-n", watched]),
+                (yes, &["get", "secrets", "-n", watched]),
+                (yes, &["update", "leases.coordination.k8s.io", "-n", own]),
+                (no, &["watch", "octopusclusters.octopusoperator.dev", "-A"]),
+                (
+                    no,
+                    &["watch", "octopusclusters.octopusoperator.dev", "-n", other],
+                ),
+                (no, &["get", "secrets", "-n", other]),
+                (no, &["get", "secrets", "-n", own]),
+                (no, &["delete", "pods", "-n", other]),
+                (no, &["update", "leases.coordination.k8s.io", "-n", watched]),
+            ],
+        )
+        .await
+    }
+    .await;
+    // Uninstall even after a failure: the aggregated ClusterRoles outlive the namespaces.
+    let mut args: Vec<std::ffi::OsString> = vec!["uninstall".into(), release.into()];
+    args.extend(connection);
+    let uninstall = tokio::task::spawn_blocking(move || helm(args)).await?;
+    result?;
+    uninstall.context("helm uninstall")?;
+    Ok(())
+}
