@@ -138,6 +138,11 @@ impl Route {
     }
 }
 
+/// The route template a path matches (`/api/tasks/{id}`), or the path itself.
+pub fn route_template(path: &str) -> String {
+    Route::parse(path).map_or_else(|| path.to_string(), |r| r.template().to_string())
+}
+
 /// Handles one request against installation `index`, answered by node process `process`,
 /// with links prefixed by `prefix` (the virtual directory, e.g. `/ns/octo`).
 pub fn handle(

@@ -180,7 +180,7 @@ async fn octopus(
                     installation.as_deref(),
                     EventKind::HttpRequest {
                         method: method.to_string(),
-                        route: rest.clone(),
+                        route: api::route_template(&rest),
                         status: 503,
                         service: service_label.clone(),
                         node: None,
@@ -239,6 +239,7 @@ fn answer(
 ) -> Option<Response> {
     let mut w = lock(world);
     let now = w.advance(Timestamp::now());
+    let template = api::route_template(rest);
     let node = w
         .installation(arrival.installation)
         .and_then(|i| i.processes.get(&arrival.process))
@@ -259,14 +260,14 @@ fn answer(
     };
     if node.is_none() {
         // The pod died while the request was on its way.
-        record(&mut w, rest, 502);
+        record(&mut w, &template, 502);
         return Some(text(
             StatusCode::BAD_GATEWAY,
             "twin load balancer: endpoint went away".into(),
         ));
     }
     if arrival.drop {
-        record(&mut w, rest, 0);
+        record(&mut w, &template, 0);
         return None;
     }
     if arrival.fail {
@@ -275,7 +276,7 @@ fn answer(
             rest,
             "An unexpected error occurred in Octopus Server (injected fault).",
         );
-        record(&mut w, rest, 500);
+        record(&mut w, &template, 500);
         return Some(json_response(response.status, &response.body));
     }
     let api_key = headers
