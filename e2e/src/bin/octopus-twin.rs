@@ -21,6 +21,9 @@ struct Args {
     /// Without it the twin serves only what is fed to it.
     #[arg(long, env = "KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
+    /// Play kubelet only for pods in this namespace (all namespaces when unset).
+    #[arg(long)]
+    namespace: Option<String>,
     /// Image repositories that are Octopus Server (repeatable).
     #[arg(
         long = "image-repository",
@@ -98,6 +101,7 @@ async fn main() -> anyhow::Result<()> {
         image_pattern: ImagePattern {
             repositories: args.image_repositories,
         },
+        namespace: args.namespace,
         seed: args.seed,
         ..TwinConfig::default()
     })

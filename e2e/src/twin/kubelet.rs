@@ -45,7 +45,10 @@ pub async fn run(
             Api::<Pod>::namespaced(client.clone(), ns),
             Api::<Service>::namespaced(client.clone(), ns),
         ),
-        None => (Api::<Pod>::all(client.clone()), Api::<Service>::all(client.clone())),
+        None => (
+            Api::<Pod>::all(client.clone()),
+            Api::<Service>::all(client.clone()),
+        ),
     };
     let pods = watcher::watcher(pod_api, watcher::Config::default()).default_backoff();
     let services = watcher::watcher(service_api, watcher::Config::default()).default_backoff();
