@@ -313,3 +313,144 @@ async fn node_failing_after_migration_stops_the_operator() {
     assert!(!started_1_after_stop, "node 1 was started after node 0 failed");
     must(s.finish().await);
 }
+
+/// Waits until the roll has replaced `n` nodes (their pods run `version`).
+async fn wait_replaced(s: &Scenario, n: usize, version: &str) {
+    must(
+        s.wait_for("octo", &format!("{n} node(s) on {version}"), WAIT, |c| {
+            c.status.as_ref().is_some_and(|st| {
+                st.nodes
+                    .iter()
+                    .filter(|node| node.version.as_deref() == Some(version))
+                    .count()
+                    >= n
+            })
+        })
+        .await,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_holds_the_roll_and_resume_finishes_it() {
+    let s = must(Scenario::start("pause", twin_config(false)).await);
+    must(s.create_cluster("octo", spec("2024.1.100", 3)).await);
+    must(s.wait_condition("octo", "Ready", true, Some("Ready"), WAIT).await);
+    must(s.patch_spec("octo", json!({"version": "2024.1.200"})).await);
+    wait_replaced(&s, 1, "2024.1.200").await;
+    must(s.patch_spec("octo", json!({"paused": true})).await);
+    must(s.wait_condition("octo", "Paused", true, Some("Paused"), WAIT).await);
+    // While paused nothing is drained, undrained, started or stopped.
+    let mark = s.twin.events().last().map(|e| e.seq).unwrap_or_default();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let after: Vec<Event> = s.twin.events_since(mark);
+    let moves = count(&after, |k| {
+        matches!(
+            k,
+            EventKind::NodeDrained { .. }
+                | EventKind::NodeUndrained { .. }
+                | EventKind::NodeStopped { .. }
+                | EventKind::NodeStarting { .. }
+        )
+    });
+    // A step already in flight when the pause landed may still settle (a recreated pod
+    // starting); the operator itself must not start a new one.
+    let drains = count(&after, |k| matches!(k, EventKind::NodeDrained { .. }));
+    assert_eq!(drains, 0, "a node was drained while paused ({moves} moves)");
+    let stops = count(&after, |k| matches!(k, EventKind::NodeStopped { .. }));
+    assert_eq!(stops, 0, "a node was stopped while paused");
+    must(s.patch_spec("octo", json!({"paused": false})).await);
+    must(
+        s.wait_for("octo", "the roll to finish", WAIT, |c| {
+            c.status.as_ref().is_some_and(|st| {
+                st.current_version.as_deref() == Some("2024.1.200")
+                    && st.upgrade.as_ref().is_some_and(|u| u.finished_at.is_some())
+            })
+        })
+        .await,
+    );
+    must(s.wait_condition("octo", "Ready", true, Some("Ready"), WAIT).await);
+    must(s.finish().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn automatic_schema_upgrade_waits_for_the_maintenance_window() {
+    let s = must(Scenario::start("window", twin_config(false)).await);
+    // A one-hour window that opened 3 hours ago (UTC) is closed now.
+    let now = jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC);
+    let closed = now.checked_sub(jiff::SignedDuration::from_hours(3)).expect("time");
+    let open = now.checked_sub(jiff::SignedDuration::from_mins(10)).expect("time");
+    let hhmm = |z: &jiff::Zoned| format!("{:02}:{:02}", z.hour(), z.minute());
+    let mut sp = spec("2024.1.100", 2);
+    sp["upgrade"]["schemaUpgrades"] = json!("Automatic");
+    sp["upgrade"]["maintenanceWindow"] =
+        json!({"start": hhmm(&closed), "duration": "1h", "timeZone": "UTC"});
+    must(s.create_cluster("octo", sp).await);
+    must(s.wait_condition("octo", "Ready", true, Some("Ready"), WAIT).await);
+    must(s.patch_spec("octo", json!({"version": "2024.2.1"})).await);
+    let c = must(
+        s.wait_condition("octo", "UpgradeBlocked", true, Some("OutsideMaintenanceWindow"), WAIT)
+            .await,
+    );
+    assert_eq!(
+        c.status.as_ref().and_then(|st| st.current_version.as_deref()),
+        Some("2024.1.100")
+    );
+    assert_eq!(count(&s.twin.events(), |k| matches!(k, EventKind::MaintenanceModeOn)), 0);
+    must(
+        s.patch_spec(
+            "octo",
+            json!({"upgrade": {"maintenanceWindow": {"start": hhmm(&open), "duration": "1h", "timeZone": "UTC"}}}),
+        )
+        .await,
+    );
+    must(
+        s.wait_for("octo", "the upgrade inside the window", WAIT, |c| {
+            c.status.as_ref().is_some_and(|st| {
+                st.current_version.as_deref() == Some("2024.2.1")
+                    && st.upgrade.as_ref().is_some_and(|u| u.finished_at.is_some())
+            })
+        })
+        .await,
+    );
+    must(s.finish().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_killed_mid_roll_resumes_and_finishes() {
+    let mut s = must(Scenario::start("restart", twin_config(true)).await);
+    must(s.create_cluster("octo", spec("2024.1.100", 3)).await);
+    must(s.wait_condition("octo", "Ready", true, Some("Ready"), WAIT).await);
+    let since = Timestamp::now();
+    must(s.patch_spec("octo", json!({"version": "2024.1.200"})).await);
+    wait_replaced(&s, 1, "2024.1.200").await;
+    s.kill_operator().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    s.start_operator();
+    must(
+        s.wait_for("octo", "the roll to finish after the restart", WAIT, |c| {
+            c.status.as_ref().is_some_and(|st| {
+                st.current_version.as_deref() == Some("2024.1.200")
+                    && st.upgrade.as_ref().is_some_and(|u| u.finished_at.is_some())
+            })
+        })
+        .await,
+    );
+    let c = must(s.wait_condition("octo", "Ready", true, Some("Ready"), WAIT).await);
+    assert!(c.status.expect("status").nodes.iter().all(|n| !n.drained));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let events = s.twin.events();
+    let mut min_serving = usize::MAX;
+    replay(&events, |e, serving| {
+        if e.at > since {
+            min_serving = min_serving.min(serving.values().filter(|(_, up)| *up).count());
+        }
+    });
+    assert!(min_serving >= 2, "fewer than 2 nodes served at some moment ({min_serving})");
+    assert_eq!(count(&events, |k| matches!(k, EventKind::TaskFailed { .. })), 0);
+    // Each node was replaced exactly once.
+    assert_eq!(
+        count(&events, |k| matches!(k, EventKind::NodeStopped { version, .. } if version == "2024.1.100")),
+        3
+    );
+    must(s.finish().await);
+}
