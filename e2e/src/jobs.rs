@@ -61,8 +61,11 @@ impl JobRunner {
 }
 
 async fn run(pods: Api<Pod>, fail: Arc<AtomicBool>, runs: Arc<Mutex<Vec<BackupRun>>>) {
-    let stream = watcher::watcher(pods.clone(), watcher::Config::default().labels(BACKUP_SELECTOR))
-        .applied_objects();
+    let stream = watcher::watcher(
+        pods.clone(),
+        watcher::Config::default().labels(BACKUP_SELECTOR),
+    )
+    .applied_objects();
     let mut stream = std::pin::pin!(stream);
     loop {
         let pod = match stream.try_next().await {
@@ -74,7 +77,9 @@ async fn run(pods: Api<Pod>, fail: Arc<AtomicBool>, runs: Arc<Mutex<Vec<BackupRu
             }
         };
         let phase = pod.status.as_ref().and_then(|s| s.phase.clone());
-        if matches!(phase.as_deref(), Some("Succeeded" | "Failed")) || pod.metadata.deletion_timestamp.is_some() {
+        if matches!(phase.as_deref(), Some("Succeeded" | "Failed"))
+            || pod.metadata.deletion_timestamp.is_some()
+        {
             continue;
         }
         let name = pod.name_any();

@@ -173,7 +173,13 @@ impl Scenario {
     }
 
     /// Waits until `check` holds for the cluster, or fails with its last status.
-    pub async fn wait_for<F>(&self, name: &str, what: &str, timeout: Duration, check: F) -> Result<OctopusCluster>
+    pub async fn wait_for<F>(
+        &self,
+        name: &str,
+        what: &str,
+        timeout: Duration,
+        check: F,
+    ) -> Result<OctopusCluster>
     where
         F: Fn(&OctopusCluster) -> bool,
     {

@@ -79,7 +79,10 @@ fn count<F: Fn(&EventKind) -> bool>(events: &[Event], f: F) -> usize {
 async fn create_three_nodes_and_reach_ready() {
     let s = must(Scenario::start("create", twin_config(false)).await);
     must(s.create_cluster("octo", spec("2024.1.100", 3)).await);
-    let c = must(s.wait_condition("octo", "Ready", true, Some("Ready"), WAIT).await);
+    let c = must(
+        s.wait_condition("octo", "Ready", true, Some("Ready"), WAIT)
+            .await,
+    );
     let status = c.status.expect("status");
     assert_eq!(status.current_version.as_deref(), Some("2024.1.100"));
     assert_eq!(status.ready_nodes.as_deref(), Some("3/3"));
@@ -89,7 +92,14 @@ async fn create_three_nodes_and_reach_ready() {
     // kubectl sees what a person would.
     let wait = must(
         s.cluster
-            .kubectl(["-n", s.ns.name(), "wait", "--for=condition=Ready", "octc/octo", "--timeout=10s"])
+            .kubectl([
+                "-n",
+                s.ns.name(),
+                "wait",
+                "--for=condition=Ready",
+                "octc/octo",
+                "--timeout=10s",
+            ])
             .await
             .map_err(anyhow::Error::from),
     );
@@ -100,13 +110,34 @@ async fn create_three_nodes_and_reach_ready() {
             .await
             .map_err(anyhow::Error::from),
     );
-    for column in ["DESIRED", "CURRENT", "READY", "STATUS", "AGE", "2024.1.100", "3/3"] {
-        assert!(get.stdout.contains(column), "kubectl get octc lacks {column}:\n{}", get.stdout);
+    for column in [
+        "DESIRED",
+        "CURRENT",
+        "READY",
+        "STATUS",
+        "AGE",
+        "2024.1.100",
+        "3/3",
+    ] {
+        assert!(
+            get.stdout.contains(column),
+            "kubectl get octc lacks {column}:\n{}",
+            get.stdout
+        );
     }
     // Node 0 created the schema alone: nobody else started before it ran.
     let events = s.twin.events();
-    assert_eq!(count(&events, |k| matches!(k, EventKind::SchemaViolation { .. })), 0);
-    assert_eq!(count(&events, |k| matches!(k, EventKind::SchemaMigrationAborted { .. })), 0);
+    assert_eq!(
+        count(&events, |k| matches!(k, EventKind::SchemaViolation { .. })),
+        0
+    );
+    assert_eq!(
+        count(&events, |k| matches!(
+            k,
+            EventKind::SchemaMigrationAborted { .. }
+        )),
+        0
+    );
     must(s.finish().await);
 }
 
@@ -116,7 +147,10 @@ async fn missing_secret_creates_nothing() {
     let mut sp = spec("2024.1.100", 1);
     sp["masterKeySecretRef"] = json!({"name": "absent", "key": "masterKey"});
     must(s.create_cluster("octo", sp).await);
-    let c = must(s.wait_condition("octo", "Degraded", true, Some("SecretNotFound"), WAIT).await);
+    let c = must(
+        s.wait_condition("octo", "Degraded", true, Some("SecretNotFound"), WAIT)
+            .await,
+    );
     let message = condition(&c, "Degraded").expect("Degraded").message.clone();
     assert!(message.contains("absent"), "{message}");
     let sts: kube::Api<k8s_openapi::api::apps::v1::StatefulSet> = s.ns.api();
@@ -128,7 +162,10 @@ async fn missing_secret_creates_nothing() {
 async fn patch_upgrade_rolls_with_tasks_running() {
     let s = must(Scenario::start("patch", twin_config(true)).await);
     must(s.create_cluster("octo", spec("2024.1.100", 3)).await);
-    must(s.wait_condition("octo", "Ready", true, Some("Ready"), WAIT).await);
+    must(
+        s.wait_condition("octo", "Ready", true, Some("Ready"), WAIT)
+            .await,
+    );
     let since = Timestamp::now();
     must(s.patch_spec("octo", json!({"version": "2024.1.200"})).await);
     let c = must(
@@ -140,7 +177,10 @@ async fn patch_upgrade_rolls_with_tasks_running() {
         })
         .await,
     );
-    must(s.wait_condition("octo", "Ready", true, Some("Ready"), WAIT).await);
+    must(
+        s.wait_condition("octo", "Ready", true, Some("Ready"), WAIT)
+            .await,
+    );
     let up = c.status.and_then(|st| st.upgrade).expect("upgrade");
     assert_eq!(up.change, "patch");
     assert_eq!(up.strategy.as_deref(), Some("rolling"));
@@ -154,14 +194,23 @@ async fn patch_upgrade_rolls_with_tasks_running() {
             min_serving = min_serving.min(n);
         }
     });
-    assert!(min_serving >= 2, "fewer than 2 nodes served at some moment ({min_serving})");
+    assert!(
+        min_serving >= 2,
+        "fewer than 2 nodes served at some moment ({min_serving})"
+    );
     assert_eq!(
         count(&events, |k| matches!(k, EventKind::TaskFailed { .. })),
         0,
         "a task failed during the roll"
     );
-    assert!(count(&events, |k| matches!(k, EventKind::TaskFinished { .. })) > 0, "no task ran");
-    assert_eq!(count(&events, |k| matches!(k, EventKind::NodeDrained { .. })), 3);
+    assert!(
+        count(&events, |k| matches!(k, EventKind::TaskFinished { .. })) > 0,
+        "no task ran"
+    );
+    assert_eq!(
+        count(&events, |k| matches!(k, EventKind::NodeDrained { .. })),
+        3
+    );
     // Highest ordinal first.
     let drained: Vec<String> = events
         .iter()
@@ -178,17 +227,34 @@ async fn patch_upgrade_rolls_with_tasks_running() {
 async fn minor_upgrade_waits_for_approval_then_stops_the_world() {
     let s = must(Scenario::start("minor", twin_config(true)).await);
     must(s.create_cluster("octo", spec("2024.1.100", 3)).await);
-    must(s.wait_condition("octo", "Ready", true, Some("Ready"), WAIT).await);
-    must(s.patch_spec("octo", json!({"version": "2024.2.50"})).await);
-    let c = must(
-        s.wait_condition("octo", "UpgradeBlocked", true, Some("SchemaUpgradeNotApproved"), WAIT)
+    must(
+        s.wait_condition("octo", "Ready", true, Some("Ready"), WAIT)
             .await,
     );
-    let message = condition(&c, "UpgradeBlocked").expect("cond").message.clone();
-    assert!(message.contains("approvedVersion") && message.contains("2024.2.50"), "{message}");
+    must(s.patch_spec("octo", json!({"version": "2024.2.50"})).await);
+    let c = must(
+        s.wait_condition(
+            "octo",
+            "UpgradeBlocked",
+            true,
+            Some("SchemaUpgradeNotApproved"),
+            WAIT,
+        )
+        .await,
+    );
+    let message = condition(&c, "UpgradeBlocked")
+        .expect("cond")
+        .message
+        .clone();
+    assert!(
+        message.contains("approvedVersion") && message.contains("2024.2.50"),
+        "{message}"
+    );
     // Still serving the old version while blocked.
     assert_eq!(
-        c.status.as_ref().and_then(|st| st.current_version.as_deref()),
+        c.status
+            .as_ref()
+            .and_then(|st| st.current_version.as_deref()),
         Some("2024.1.100")
     );
     must(
@@ -204,7 +270,10 @@ async fn minor_upgrade_waits_for_approval_then_stops_the_world() {
         })
         .await,
     );
-    must(s.wait_condition("octo", "Ready", true, Some("Ready"), WAIT).await);
+    must(
+        s.wait_condition("octo", "Ready", true, Some("Ready"), WAIT)
+            .await,
+    );
     let status = c.status.expect("status");
     assert_eq!(status.schema_version.as_deref(), Some("2024.2.50"));
     let backup = status.last_backup.expect("backup recorded");
@@ -219,7 +288,10 @@ async fn minor_upgrade_waits_for_approval_then_stops_the_world() {
         .find(|e| matches!(e.kind, EventKind::NodeStopped { .. }))
         .expect("nodes stopped")
         .at;
-    assert!(backed_up < first_stop, "backup {backed_up} after first stop {first_stop}");
+    assert!(
+        backed_up < first_stop,
+        "backup {backed_up} after first stop {first_stop}"
+    );
     // Maintenance mode was on before the first stop.
     let maintenance_on = events
         .iter()
@@ -241,11 +313,27 @@ async fn minor_upgrade_waits_for_approval_then_stops_the_world() {
             _ => {}
         }
         let versions: std::collections::BTreeSet<&String> = running.values().collect();
-        assert!(versions.len() <= 1, "mixed versions running at {}: {running:?}", e.at);
+        assert!(
+            versions.len() <= 1,
+            "mixed versions running at {}: {running:?}",
+            e.at
+        );
     }
-    assert_eq!(count(&events, |k| matches!(k, EventKind::SchemaViolation { .. })), 0);
-    assert_eq!(count(&events, |k| matches!(k, EventKind::SchemaMigrationAborted { .. })), 0);
-    assert_eq!(count(&events, |k| matches!(k, EventKind::TaskFailed { .. })), 0);
+    assert_eq!(
+        count(&events, |k| matches!(k, EventKind::SchemaViolation { .. })),
+        0
+    );
+    assert_eq!(
+        count(&events, |k| matches!(
+            k,
+            EventKind::SchemaMigrationAborted { .. }
+        )),
+        0
+    );
+    assert_eq!(
+        count(&events, |k| matches!(k, EventKind::TaskFailed { .. })),
+        0
+    );
     must(s.finish().await);
 }
 
@@ -253,26 +341,58 @@ async fn minor_upgrade_waits_for_approval_then_stops_the_world() {
 async fn major_needs_approval_and_downgrade_needs_restore() {
     let s = must(Scenario::start("refuse", twin_config(false)).await);
     must(s.create_cluster("octo", spec("2024.1.100", 1)).await);
-    must(s.wait_condition("octo", "Ready", true, Some("Ready"), WAIT).await);
     must(
-        s.patch_spec("octo", json!({"version": "2025.1.10", "upgrade": {"approvedVersion": "2025.1.10"}}))
+        s.wait_condition("octo", "Ready", true, Some("Ready"), WAIT)
             .await,
+    );
+    must(
+        s.patch_spec(
+            "octo",
+            json!({"version": "2025.1.10", "upgrade": {"approvedVersion": "2025.1.10"}}),
+        )
+        .await,
     );
     let c = must(
-        s.wait_condition("octo", "UpgradeBlocked", true, Some("MajorUpgradeNotApproved"), WAIT)
-            .await,
+        s.wait_condition(
+            "octo",
+            "UpgradeBlocked",
+            true,
+            Some("MajorUpgradeNotApproved"),
+            WAIT,
+        )
+        .await,
     );
-    assert!(condition(&c, "UpgradeBlocked").expect("c").message.contains("approvedMajorVersion"));
+    assert!(
+        condition(&c, "UpgradeBlocked")
+            .expect("c")
+            .message
+            .contains("approvedMajorVersion")
+    );
     must(s.patch_spec("octo", json!({"version": "2023.4.1"})).await);
     must(
-        s.wait_condition("octo", "UpgradeBlocked", true, Some("DowngradeRequiresRestore"), WAIT)
-            .await,
+        s.wait_condition(
+            "octo",
+            "UpgradeBlocked",
+            true,
+            Some("DowngradeRequiresRestore"),
+            WAIT,
+        )
+        .await,
     );
     // Nothing was touched: the node still runs the original version.
-    let c = must(s.wait_condition("octo", "Degraded", false, None, WAIT).await);
-    assert_eq!(c.status.and_then(|st| st.current_version).as_deref(), Some("2024.1.100"));
+    let c = must(
+        s.wait_condition("octo", "Degraded", false, None, WAIT)
+            .await,
+    );
+    assert_eq!(
+        c.status.and_then(|st| st.current_version).as_deref(),
+        Some("2024.1.100")
+    );
     let events = s.twin.events();
-    assert_eq!(count(&events, |k| matches!(k, EventKind::NodeStopped { .. })), 0);
+    assert_eq!(
+        count(&events, |k| matches!(k, EventKind::NodeStopped { .. })),
+        0
+    );
     must(s.finish().await);
 }
 
@@ -283,7 +403,10 @@ async fn node_failing_after_migration_stops_the_operator() {
     sp["upgrade"]["schemaUpgrades"] = json!("Automatic");
     sp["upgrade"]["nodeReadyTimeout"] = json!("20s");
     must(s.create_cluster("octo", sp).await);
-    must(s.wait_condition("octo", "Ready", true, Some("Ready"), WAIT).await);
+    must(
+        s.wait_condition("octo", "Ready", true, Some("Ready"), WAIT)
+            .await,
+    );
     let svc = "octo";
     s.twin.set_faults(
         s.ns.name(),
@@ -295,8 +418,14 @@ async fn node_failing_after_migration_stops_the_operator() {
     );
     must(s.patch_spec("octo", json!({"version": "2024.2.1"})).await);
     let c = must(
-        s.wait_condition("octo", "Degraded", true, Some("NodeFailedAfterMigration"), WAIT)
-            .await,
+        s.wait_condition(
+            "octo",
+            "Degraded",
+            true,
+            Some("NodeFailedAfterMigration"),
+            WAIT,
+        )
+        .await,
     );
     assert!(condition(&c, "UpgradeBlocked").is_some_and(|b| b.status == "True"));
     // The operator takes no further step: node 1 is never started on either version.
@@ -310,7 +439,10 @@ async fn node_failing_after_migration_stops_the_operator() {
     let started_1_after_stop = events.iter().any(|e| {
         matches!(&e.kind, EventKind::NodeStarting { node, version, .. } if node == "octo-1" && version == "2024.2.1")
     });
-    assert!(!started_1_after_stop, "node 1 was started after node 0 failed");
+    assert!(
+        !started_1_after_stop,
+        "node 1 was started after node 0 failed"
+    );
     must(s.finish().await);
 }
 
@@ -334,11 +466,17 @@ async fn wait_replaced(s: &Scenario, n: usize, version: &str) {
 async fn pause_holds_the_roll_and_resume_finishes_it() {
     let s = must(Scenario::start("pause", twin_config(false)).await);
     must(s.create_cluster("octo", spec("2024.1.100", 3)).await);
-    must(s.wait_condition("octo", "Ready", true, Some("Ready"), WAIT).await);
+    must(
+        s.wait_condition("octo", "Ready", true, Some("Ready"), WAIT)
+            .await,
+    );
     must(s.patch_spec("octo", json!({"version": "2024.1.200"})).await);
     wait_replaced(&s, 1, "2024.1.200").await;
     must(s.patch_spec("octo", json!({"paused": true})).await);
-    must(s.wait_condition("octo", "Paused", true, Some("Paused"), WAIT).await);
+    must(
+        s.wait_condition("octo", "Paused", true, Some("Paused"), WAIT)
+            .await,
+    );
     // While paused nothing is drained, undrained, started or stopped.
     let mark = s.twin.events().last().map(|e| e.seq).unwrap_or_default();
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -368,7 +506,10 @@ async fn pause_holds_the_roll_and_resume_finishes_it() {
         })
         .await,
     );
-    must(s.wait_condition("octo", "Ready", true, Some("Ready"), WAIT).await);
+    must(
+        s.wait_condition("octo", "Ready", true, Some("Ready"), WAIT)
+            .await,
+    );
     must(s.finish().await);
 }
 
@@ -377,25 +518,46 @@ async fn automatic_schema_upgrade_waits_for_the_maintenance_window() {
     let s = must(Scenario::start("window", twin_config(false)).await);
     // A one-hour window that opened 3 hours ago (UTC) is closed now.
     let now = jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC);
-    let closed = now.checked_sub(jiff::SignedDuration::from_hours(3)).expect("time");
-    let open = now.checked_sub(jiff::SignedDuration::from_mins(10)).expect("time");
+    let closed = now
+        .checked_sub(jiff::SignedDuration::from_hours(3))
+        .expect("time");
+    let open = now
+        .checked_sub(jiff::SignedDuration::from_mins(10))
+        .expect("time");
     let hhmm = |z: &jiff::Zoned| format!("{:02}:{:02}", z.hour(), z.minute());
     let mut sp = spec("2024.1.100", 2);
     sp["upgrade"]["schemaUpgrades"] = json!("Automatic");
     sp["upgrade"]["maintenanceWindow"] =
         json!({"start": hhmm(&closed), "duration": "1h", "timeZone": "UTC"});
     must(s.create_cluster("octo", sp).await);
-    must(s.wait_condition("octo", "Ready", true, Some("Ready"), WAIT).await);
-    must(s.patch_spec("octo", json!({"version": "2024.2.1"})).await);
-    let c = must(
-        s.wait_condition("octo", "UpgradeBlocked", true, Some("OutsideMaintenanceWindow"), WAIT)
+    must(
+        s.wait_condition("octo", "Ready", true, Some("Ready"), WAIT)
             .await,
     );
+    must(s.patch_spec("octo", json!({"version": "2024.2.1"})).await);
+    let c = must(
+        s.wait_condition(
+            "octo",
+            "UpgradeBlocked",
+            true,
+            Some("OutsideMaintenanceWindow"),
+            WAIT,
+        )
+        .await,
+    );
     assert_eq!(
-        c.status.as_ref().and_then(|st| st.current_version.as_deref()),
+        c.status
+            .as_ref()
+            .and_then(|st| st.current_version.as_deref()),
         Some("2024.1.100")
     );
-    assert_eq!(count(&s.twin.events(), |k| matches!(k, EventKind::MaintenanceModeOn)), 0);
+    assert_eq!(
+        count(&s.twin.events(), |k| matches!(
+            k,
+            EventKind::MaintenanceModeOn
+        )),
+        0
+    );
     must(
         s.patch_spec(
             "octo",
@@ -419,7 +581,10 @@ async fn automatic_schema_upgrade_waits_for_the_maintenance_window() {
 async fn operator_killed_mid_roll_resumes_and_finishes() {
     let mut s = must(Scenario::start("restart", twin_config(true)).await);
     must(s.create_cluster("octo", spec("2024.1.100", 3)).await);
-    must(s.wait_condition("octo", "Ready", true, Some("Ready"), WAIT).await);
+    must(
+        s.wait_condition("octo", "Ready", true, Some("Ready"), WAIT)
+            .await,
+    );
     let since = Timestamp::now();
     must(s.patch_spec("octo", json!({"version": "2024.1.200"})).await);
     wait_replaced(&s, 1, "2024.1.200").await;
@@ -435,7 +600,10 @@ async fn operator_killed_mid_roll_resumes_and_finishes() {
         })
         .await,
     );
-    let c = must(s.wait_condition("octo", "Ready", true, Some("Ready"), WAIT).await);
+    let c = must(
+        s.wait_condition("octo", "Ready", true, Some("Ready"), WAIT)
+            .await,
+    );
     assert!(c.status.expect("status").nodes.iter().all(|n| !n.drained));
     tokio::time::sleep(Duration::from_secs(3)).await;
     let events = s.twin.events();
@@ -445,11 +613,20 @@ async fn operator_killed_mid_roll_resumes_and_finishes() {
             min_serving = min_serving.min(serving.values().filter(|(_, up)| *up).count());
         }
     });
-    assert!(min_serving >= 2, "fewer than 2 nodes served at some moment ({min_serving})");
-    assert_eq!(count(&events, |k| matches!(k, EventKind::TaskFailed { .. })), 0);
+    assert!(
+        min_serving >= 2,
+        "fewer than 2 nodes served at some moment ({min_serving})"
+    );
+    assert_eq!(
+        count(&events, |k| matches!(k, EventKind::TaskFailed { .. })),
+        0
+    );
     // Each node was replaced exactly once.
     assert_eq!(
-        count(&events, |k| matches!(k, EventKind::NodeStopped { version, .. } if version == "2024.1.100")),
+        count(
+            &events,
+            |k| matches!(k, EventKind::NodeStopped { version, .. } if version == "2024.1.100")
+        ),
         3
     );
     must(s.finish().await);
