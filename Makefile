@@ -7,7 +7,7 @@ CARGO ?= cargo
 CONTROLPLANE := e2e/controlplane
 TOOLS := e2e/tools
 
-.PHONY: build crds test e2e cluster-up cluster-down tools demo bench lint helm
+.PHONY: render-charts build crds test e2e cluster-up cluster-down tools demo bench lint helm
 
 ## build: compile every crate, tests included
 build:
@@ -17,9 +17,14 @@ build:
 crds:
 	$(CARGO) run --quiet -p octopus-operator -- crd > crds/octopusclusters.yaml.tmp
 	mv crds/octopusclusters.yaml.tmp crds/octopusclusters.yaml
+	$(MAKE) --no-print-directory render-charts
 
-## test: unit tests and the e2e scenarios against a real control plane
-test: cluster-up tools
+## render-charts: refresh the chart's CRD copy and charts/install.yaml
+render-charts:
+	HELM=$$($(TOOLS)/install-helm.sh) charts/render-install.sh
+
+## test: lint, unit tests and the e2e scenarios against a real control plane
+test: cluster-up tools lint
 	$(CARGO) test --workspace
 
 ## e2e: only the e2e scenarios
