@@ -114,6 +114,8 @@ pub fn decide(o: &Observed) -> Decision {
             degraded: true,
             blocks: true,
         };
+        // Secrets send no watch events to this controller: look again soon.
+        d.requeue = Requeue::Poll;
         return finish(o, d, Some(stop), None);
     }
     if o.spec.paused {
