@@ -226,7 +226,9 @@ async fn patch_upgrade_rolls_with_tasks_running() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn minor_upgrade_waits_for_approval_then_stops_the_world() {
     let s = must(Scenario::start("minor", twin_config(true)).await);
-    must(s.create_cluster("octo", spec("2024.1.100", 3)).await);
+    let mut sp = spec("2024.1.100", 3);
+    sp["tentacles"] = json!({"upgradeTentacles": true, "environmentIds": ["Environments-1"]});
+    must(s.create_cluster("octo", sp).await);
     must(
         s.wait_condition("octo", "Ready", true, Some("Ready"), WAIT)
             .await,
@@ -333,6 +335,89 @@ async fn minor_upgrade_waits_for_approval_then_stops_the_world() {
     assert_eq!(
         count(&events, |k| matches!(k, EventKind::TaskFailed { .. })),
         0
+    );
+    // The Tentacle follow-up was queued once, after the server upgrade.
+    let upgrades: Vec<&Event> = events
+        .iter()
+        .filter(|e| matches!(&e.kind, EventKind::TaskQueued { name, .. } if name == "Upgrade"))
+        .collect();
+    assert_eq!(
+        upgrades.len(),
+        1,
+        "Tentacle upgrade tasks queued: {}",
+        upgrades.len()
+    );
+    let maintenance_off = events
+        .iter()
+        .rfind(|e| matches!(e.kind, EventKind::MaintenanceModeOff))
+        .expect("maintenance off")
+        .at;
+    assert!(upgrades[0].at >= maintenance_off);
+    must(s.finish().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_mid_upgrade_releases_maintenance_mode() {
+    let s = must(Scenario::start("delete", twin_config(false)).await);
+    let mut sp = spec("2024.1.100", 2);
+    // A failing backup holds the upgrade after maintenance mode went on.
+    sp["upgrade"]["approvedVersion"] = json!("2024.2.1");
+    must(s.create_cluster("octo", sp).await);
+    must(
+        s.wait_condition("octo", "Ready", true, Some("Ready"), WAIT)
+            .await,
+    );
+    s.jobs.set_failing(true);
+    must(s.patch_spec("octo", json!({"version": "2024.2.1"})).await);
+    must(
+        s.wait_condition("octo", "UpgradeBlocked", true, Some("BackupFailed"), WAIT)
+            .await,
+    );
+    let snapshot = s.twin.events();
+    assert_eq!(
+        count(&snapshot, |k| matches!(k, EventKind::MaintenanceModeOn)),
+        1
+    );
+    assert_eq!(
+        count(&snapshot, |k| matches!(k, EventKind::NodeStopped { .. })),
+        0,
+        "nothing may stop after a failed backup"
+    );
+    must(
+        s.clusters()
+            .delete("octo", &Default::default())
+            .await
+            .map_err(anyhow::Error::from),
+    );
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while must(
+        s.clusters()
+            .get_opt("octo")
+            .await
+            .map_err(anyhow::Error::from),
+    )
+    .is_some()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the cluster was not deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let events = s.twin.events();
+    let on = events
+        .iter()
+        .position(|e| matches!(e.kind, EventKind::MaintenanceModeOn));
+    let off = events
+        .iter()
+        .rposition(|e| matches!(e.kind, EventKind::MaintenanceModeOff));
+    assert!(
+        matches!((on, off), (Some(a), Some(b)) if b > a),
+        "maintenance mode left on"
+    );
+    assert!(
+        count(&events, |k| matches!(k, EventKind::NodeUndrained { .. })) >= 2,
+        "nodes left drained"
     );
     must(s.finish().await);
 }
@@ -628,6 +713,53 @@ async fn operator_killed_mid_roll_resumes_and_finishes() {
             |k| matches!(k, EventKind::NodeStopped { version, .. } if version == "2024.1.100")
         ),
         3
+    );
+    must(s.finish().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_backup_holds_until_its_job_is_deleted() {
+    let s = must(Scenario::start("backup", twin_config(false)).await);
+    let mut sp = spec("2024.1.100", 2);
+    sp["upgrade"]["approvedVersion"] = json!("2024.2.1");
+    must(s.create_cluster("octo", sp).await);
+    must(
+        s.wait_condition("octo", "Ready", true, Some("Ready"), WAIT)
+            .await,
+    );
+    s.jobs.set_failing(true);
+    must(s.patch_spec("octo", json!({"version": "2024.2.1"})).await);
+    let c = must(
+        s.wait_condition("octo", "UpgradeBlocked", true, Some("BackupFailed"), WAIT)
+            .await,
+    );
+    let message = condition(&c, "UpgradeBlocked")
+        .expect("cond")
+        .message
+        .clone();
+    assert!(message.contains("delete the Job"), "{message}");
+    // A person fixes the cause and deletes the failed Job: the operator backs up again.
+    s.jobs.set_failing(false);
+    let jobs: kube::Api<k8s_openapi::api::batch::v1::Job> = s.ns.api();
+    let list = must(
+        jobs.list(&Default::default())
+            .await
+            .map_err(anyhow::Error::from),
+    );
+    let dp = kube::api::DeleteParams::background();
+    for job in list.items {
+        let name = job.metadata.name.unwrap_or_default();
+        must(jobs.delete(&name, &dp).await.map_err(anyhow::Error::from));
+    }
+    must(
+        s.wait_for("octo", "the upgrade after the retried backup", WAIT, |c| {
+            c.status.as_ref().is_some_and(|st| {
+                st.current_version.as_deref() == Some("2024.2.1")
+                    && st.upgrade.as_ref().is_some_and(|u| u.finished_at.is_some())
+                    && st.last_backup.is_some()
+            })
+        })
+        .await,
     );
     must(s.finish().await);
 }

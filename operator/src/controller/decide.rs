@@ -46,6 +46,14 @@ pub mod reasons {
     pub const IDLE: &str = "Idle";
 }
 
+/// Stops that hold until the spec changes (see `run_upgrade`).
+const STICKY_STOPS: [&str; 4] = [
+    reasons::NODE_FAILED_AFTER_MIGRATION,
+    reasons::NODE_FAILED_TO_START,
+    reasons::NODE_NOT_READY,
+    reasons::NODE_VERSION_MISMATCH,
+];
+
 /// Restarts after which a starting node counts as failed rather than slow.
 pub const CRASH_RESTARTS: i32 = 3;
 
@@ -354,8 +362,11 @@ fn schema_upgrade_gate(o: &Observed, from: &OctopusVersion, to: &OctopusVersion)
 
 /// Walks the recorded steps of the upgrade under way.
 fn run_upgrade(o: &Observed, mut d: Decision, mut up: UpgradeStatus) -> Decision {
-    // A stop holds until a person changes the spec.
-    if up.stopped_reason.is_some() && up.stopped_generation == Some(o.generation) {
+    // A node that failed holds the upgrade until a person changes the spec: its pod may
+    // look fine a moment later (a restart), but the database state is unknown. Other
+    // stops (a failed backup Job) clear as soon as observation changes.
+    let sticky = up.stopped_reason.as_deref().is_some_and(|r| STICKY_STOPS.contains(&r));
+    if sticky && up.stopped_generation == Some(o.generation) {
         let stop = Stop {
             reason: up.stopped_reason.clone().unwrap_or_default(),
             message: d
