@@ -763,3 +763,50 @@ async fn failed_backup_holds_until_its_job_is_deleted() {
     );
     must(s.finish().await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthorized_api_holds_the_roll_without_acting_blind() {
+    let s = must(Scenario::start("authz", twin_config(false)).await);
+    must(s.create_cluster("octo", spec("2024.1.100", 2)).await);
+    must(
+        s.wait_condition("octo", "Ready", true, Some("Ready"), WAIT)
+            .await,
+    );
+    s.twin.set_faults(
+        s.ns.name(),
+        "octo",
+        Faults {
+            api_key_expired: true,
+            ..Faults::default()
+        },
+    );
+    must(s.patch_spec("octo", json!({"version": "2024.1.200"})).await);
+    let c = must(
+        s.wait_condition("octo", "Degraded", true, Some("OctopusUnauthorized"), WAIT)
+            .await,
+    );
+    let progressing = condition(&c, "Progressing").expect("Progressing").clone();
+    assert_eq!(progressing.reason, "OctopusUnauthorized", "{progressing:?}");
+    // Nothing was drained or replaced while the operator could not see Octopus.
+    let events = s.twin.events();
+    assert_eq!(
+        count(&events, |k| matches!(k, EventKind::NodeDrained { .. })),
+        0
+    );
+    assert_eq!(
+        count(&events, |k| matches!(k, EventKind::NodeStopped { .. })),
+        0
+    );
+    // The key works again: the roll goes on by itself.
+    s.twin.set_faults(s.ns.name(), "octo", Faults::default());
+    must(
+        s.wait_for("octo", "the roll to finish once authorised", WAIT, |c| {
+            c.status.as_ref().is_some_and(|st| {
+                st.current_version.as_deref() == Some("2024.1.200")
+                    && st.upgrade.as_ref().is_some_and(|u| u.finished_at.is_some())
+            })
+        })
+        .await,
+    );
+    must(s.finish().await);
+}

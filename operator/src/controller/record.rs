@@ -120,6 +120,21 @@ async fn events(
             );
             event(ctx, cluster, false, "UpgradeStarted", &note).await;
         }
+        let moved = before.is_none_or(|b| b.step != up.step || b.node != up.node);
+        if let (true, Some(step)) = (moved, &up.step) {
+            let done = up.steps.iter().filter(|s| s.state == "Done").count();
+            let note = format!(
+                "Step {step}{} ({} of {}) toward {}",
+                up.node
+                    .as_deref()
+                    .map(|n| format!(" {n}"))
+                    .unwrap_or_default(),
+                done + 1,
+                up.steps.len(),
+                up.to
+            );
+            event(ctx, cluster, false, "UpgradeStep", &note).await;
+        }
         let ended = up.finished_at.is_some() && before.is_none_or(|b| b.finished_at.is_none());
         if ended {
             let note = format!("Every node runs {}", up.to);
