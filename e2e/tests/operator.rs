@@ -71,6 +71,24 @@ fn replay(events: &[Event], mut check: impl FnMut(&Event, &BTreeMap<String, (Str
     let _ = serving;
 }
 
+/// Waits until the upgrade to `version` has finished and every node runs it.
+async fn wait_upgraded(s: &Scenario, version: &str) -> octopus_operator::api::OctopusCluster {
+    must(
+        s.wait_for(
+            "octo",
+            &format!("the upgrade to {version} to finish"),
+            WAIT,
+            |c| {
+                c.status.as_ref().is_some_and(|st| {
+                    st.current_version.as_deref() == Some(version)
+                        && st.upgrade.as_ref().is_some_and(|u| u.finished_at.is_some())
+                })
+            },
+        )
+        .await,
+    )
+}
+
 fn count<F: Fn(&EventKind) -> bool>(events: &[Event], f: F) -> usize {
     events.iter().filter(|e| f(&e.kind)).count()
 }
@@ -168,15 +186,7 @@ async fn patch_upgrade_rolls_with_tasks_running() {
     );
     let since = Timestamp::now();
     must(s.patch_spec("octo", json!({"version": "2024.1.200"})).await);
-    let c = must(
-        s.wait_for("octo", "every node on 2024.1.200", WAIT, |c| {
-            c.status.as_ref().is_some_and(|st| {
-                st.current_version.as_deref() == Some("2024.1.200")
-                    && st.upgrade.as_ref().is_some_and(|u| u.finished_at.is_some())
-            })
-        })
-        .await,
-    );
+    let c = wait_upgraded(&s, "2024.1.200").await;
     must(
         s.wait_condition("octo", "Ready", true, Some("Ready"), WAIT)
             .await,
@@ -263,15 +273,7 @@ async fn minor_upgrade_waits_for_approval_then_stops_the_world() {
         s.patch_spec("octo", json!({"upgrade": {"approvedVersion": "2024.2.50"}}))
             .await,
     );
-    let c = must(
-        s.wait_for("octo", "the minor upgrade to finish", WAIT, |c| {
-            c.status.as_ref().is_some_and(|st| {
-                st.current_version.as_deref() == Some("2024.2.50")
-                    && st.upgrade.as_ref().is_some_and(|u| u.finished_at.is_some())
-            })
-        })
-        .await,
-    );
+    let c = wait_upgraded(&s, "2024.2.50").await;
     must(
         s.wait_condition("octo", "Ready", true, Some("Ready"), WAIT)
             .await,
@@ -582,15 +584,7 @@ async fn pause_holds_the_roll_and_resume_finishes_it() {
     let stops = count(&after, |k| matches!(k, EventKind::NodeStopped { .. }));
     assert_eq!(stops, 0, "a node was stopped while paused");
     must(s.patch_spec("octo", json!({"paused": false})).await);
-    must(
-        s.wait_for("octo", "the roll to finish", WAIT, |c| {
-            c.status.as_ref().is_some_and(|st| {
-                st.current_version.as_deref() == Some("2024.1.200")
-                    && st.upgrade.as_ref().is_some_and(|u| u.finished_at.is_some())
-            })
-        })
-        .await,
-    );
+    wait_upgraded(&s, "2024.1.200").await;
     must(
         s.wait_condition("octo", "Ready", true, Some("Ready"), WAIT)
             .await,
@@ -650,15 +644,7 @@ async fn automatic_schema_upgrade_waits_for_the_maintenance_window() {
         )
         .await,
     );
-    must(
-        s.wait_for("octo", "the upgrade inside the window", WAIT, |c| {
-            c.status.as_ref().is_some_and(|st| {
-                st.current_version.as_deref() == Some("2024.2.1")
-                    && st.upgrade.as_ref().is_some_and(|u| u.finished_at.is_some())
-            })
-        })
-        .await,
-    );
+    wait_upgraded(&s, "2024.2.1").await;
     must(s.finish().await);
 }
 
@@ -676,15 +662,7 @@ async fn operator_killed_mid_roll_resumes_and_finishes() {
     s.kill_operator().await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     s.start_operator();
-    must(
-        s.wait_for("octo", "the roll to finish after the restart", WAIT, |c| {
-            c.status.as_ref().is_some_and(|st| {
-                st.current_version.as_deref() == Some("2024.1.200")
-                    && st.upgrade.as_ref().is_some_and(|u| u.finished_at.is_some())
-            })
-        })
-        .await,
-    );
+    wait_upgraded(&s, "2024.1.200").await;
     let c = must(
         s.wait_condition("octo", "Ready", true, Some("Ready"), WAIT)
             .await,
@@ -799,14 +777,6 @@ async fn unauthorized_api_holds_the_roll_without_acting_blind() {
     );
     // The key works again: the roll goes on by itself.
     s.twin.set_faults(s.ns.name(), "octo", Faults::default());
-    must(
-        s.wait_for("octo", "the roll to finish once authorised", WAIT, |c| {
-            c.status.as_ref().is_some_and(|st| {
-                st.current_version.as_deref() == Some("2024.1.200")
-                    && st.upgrade.as_ref().is_some_and(|u| u.finished_at.is_some())
-            })
-        })
-        .await,
-    );
+    wait_upgraded(&s, "2024.1.200").await;
     must(s.finish().await);
 }
