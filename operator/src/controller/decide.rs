@@ -365,7 +365,10 @@ fn run_upgrade(o: &Observed, mut d: Decision, mut up: UpgradeStatus) -> Decision
     // A node that failed holds the upgrade until a person changes the spec: its pod may
     // look fine a moment later (a restart), but the database state is unknown. Other
     // stops (a failed backup Job) clear as soon as observation changes.
-    let sticky = up.stopped_reason.as_deref().is_some_and(|r| STICKY_STOPS.contains(&r));
+    let sticky = up
+        .stopped_reason
+        .as_deref()
+        .is_some_and(|r| STICKY_STOPS.contains(&r));
     if sticky && up.stopped_generation == Some(o.generation) {
         let stop = Stop {
             reason: up.stopped_reason.clone().unwrap_or_default(),
