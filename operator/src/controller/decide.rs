@@ -1098,6 +1098,19 @@ fn finish(
             reason: reason.clone(),
             message: message.clone(),
         },
+        None if o.spec.paused => CondWant {
+            type_: PROGRESSING,
+            status: false,
+            reason: reasons::PAUSED.into(),
+            message: match d.upgrade.as_ref().filter(|u| u.finished_at.is_none()) {
+                Some(u) => format!(
+                    "paused during the upgrade to {} at step {}",
+                    u.to,
+                    u.step.as_deref().unwrap_or("-")
+                ),
+                None => "paused".into(),
+            },
+        },
         None => CondWant {
             type_: PROGRESSING,
             status: false,
