@@ -372,15 +372,12 @@ fn run_upgrade(o: &Observed, mut d: Decision, mut up: UpgradeStatus) -> Decision
     if sticky && up.stopped_generation == Some(o.generation) {
         let stop = Stop {
             reason: up.stopped_reason.clone().unwrap_or_default(),
-            message: d
-                .upgrade
-                .as_ref()
-                .and_then(|_| {
-                    o.status
-                        .conditions
-                        .iter()
-                        .find(|c| c.type_ == UPGRADE_BLOCKED)
-                })
+            // The message said when the stop happened still holds.
+            message: o
+                .status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == UPGRADE_BLOCKED)
                 .map(|c| c.message.clone())
                 .unwrap_or_default(),
             degraded: true,
