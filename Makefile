@@ -45,9 +45,11 @@ tools:
 	$(TOOLS)/install-kubectl.sh >/dev/null
 	$(TOOLS)/install-helm.sh >/dev/null
 
-## demo: placeholder until the controller exists: start the control plane
-demo: cluster-up
-	@echo "demo: the control plane is up; the operator demo is not written yet"
+## demo: a live upgrade on the local control plane (about 2 minutes): the operator and the
+## Octopus twin create a 3-node cluster on 2024.1.100, roll it to 2024.1.200, then, once
+## approved, take it stop-the-world to 2024.2.50 (DEMO_NONINTERACTIVE=1: plain lines)
+demo: cluster-up tools
+	e2e/demo/demo.sh
 
 ## bench: placeholder
 bench:

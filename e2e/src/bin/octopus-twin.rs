@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use octopus_e2e::jobs::JobRunner;
 use octopus_e2e::twin::{GeneratorConfig, ImagePattern, Timing, Twin, TwinConfig};
 
 #[derive(Parser, Debug)]
@@ -54,6 +55,10 @@ struct Args {
     /// Seed of all random choices.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Also play kubelet for backup Job pods of --namespace: each one succeeds after a
+    /// moment (needs --kubeconfig and --namespace).
+    #[arg(long, requires_all = ["kubeconfig", "namespace"])]
+    run_backup_jobs: bool,
 }
 
 #[tokio::main]
@@ -93,6 +98,12 @@ async fn main() -> anyhow::Result<()> {
         crash_backoff_max: Duration::from_millis(args.crash_backoff_max_ms),
         ..Timing::default()
     };
+    let jobs = match (&kube, &args.namespace) {
+        (Some(client), Some(namespace)) if args.run_backup_jobs => {
+            Some(JobRunner::start(client.clone(), namespace))
+        }
+        _ => None,
+    };
     let twin = Twin::start(TwinConfig {
         bind: args.bind,
         kube,
@@ -110,6 +121,9 @@ async fn main() -> anyhow::Result<()> {
     tokio::signal::ctrl_c()
         .await
         .context("waiting for Ctrl-C")?;
+    if let Some(jobs) = &jobs {
+        jobs.stop();
+    }
     twin.shutdown().await;
     Ok(())
 }
