@@ -298,3 +298,6 @@ fn error_policy(cluster: Arc<OctopusCluster>, error: &Error, ctx: Arc<Context>) 
     ctx.metrics.failure(error.metric_label());
     Requeue::requeue(ctx.config.poll_interval.max(Duration::from_secs(1)))
 }
+
+#[cfg(test)]
+mod tests;
