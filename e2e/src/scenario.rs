@@ -220,8 +220,23 @@ impl Scenario {
         .await
     }
 
-    /// Stops the operator and the twin, then deletes the namespace.
+    /// Deletes the clusters while an operator still runs (its finalizer releases them),
+    /// then stops the operator and the twin and deletes the namespace.
     pub async fn finish(mut self) -> Result<()> {
+        if self.operator.is_none() {
+            self.start_operator();
+        }
+        let clusters = self.clusters();
+        clusters
+            .delete_collection(&Default::default(), &Default::default())
+            .await?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while !clusters.list(&Default::default()).await?.items.is_empty() {
+            if tokio::time::Instant::now() >= deadline {
+                bail!("OctopusClusters in {} were not deleted", self.ns.name());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         self.kill_operator().await;
         self.jobs.stop();
         self.twin.shutdown().await;

@@ -1122,9 +1122,17 @@ fn finish(
         },
     });
 
+    // While every node stops and the first one migrates, the API is down on purpose.
+    let planned_outage = d.upgrade.as_ref().is_some_and(|u| {
+        u.finished_at.is_none()
+            && matches!(
+                u.step.as_deref(),
+                Some("stop-all" | "start-first" | "wait-schema")
+            )
+    });
     let octopus_trouble = match &o.octopus {
         super::model::OctopusView::Unavailable { reason, message }
-            if o.pods.iter().any(|p| p.ready) =>
+            if o.pods.iter().any(|p| p.ready) && !planned_outage =>
         {
             Some((reason.clone(), message.clone()))
         }

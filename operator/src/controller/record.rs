@@ -172,7 +172,9 @@ pub async fn event(
         },
         reason: reason.into(),
         note: Some(truncate(note, 1000)),
-        action: reason.into(),
+        // The recorder folds Events with the same reason and action into one series, so
+        // the action carries the specifics (which step, which node).
+        action: truncate(note, 120),
         secondary: None,
     };
     if let Err(e) = ctx.recorder.publish(&ev, &reference).await {
