@@ -202,7 +202,14 @@ pub async fn reconcile(cluster: Arc<OctopusCluster>, ctx: Arc<Context>) -> Resul
 }
 
 /// Observe, decide, act, record.
-async fn apply(cluster: &OctopusCluster, ctx: &Context) -> Result<Requeue, Error> {
+async fn apply(cached: &OctopusCluster, ctx: &Context) -> Result<Requeue, Error> {
+    // The watch cache may not have seen this operator's last status write yet; deciding on
+    // it would replay finished steps. Read the object itself.
+    let ns = cached.namespace().unwrap_or_default();
+    let fresh = Api::<OctopusCluster>::namespaced(ctx.client.clone(), &ns)
+        .get(&cached.name_any())
+        .await?;
+    let cluster = &fresh;
     let (observed, api) = observe::observe(ctx, cluster).await?;
     let decision = decide::decide(&observed);
     let mut failure = None;
