@@ -530,6 +530,23 @@ async fn node_failing_after_migration_stops_the_operator() {
         !started_1_after_stop,
         "node 1 was started after node 0 failed"
     );
+    // The way back the stop describes: the database is restored (here it never migrated)
+    // and spec.version names the old version again. Every node returns to it.
+    s.twin.set_faults(s.ns.name(), svc, Faults::default());
+    must(s.patch_spec("octo", json!({"version": "2024.1.100"})).await);
+    let c = wait_upgraded(&s, "2024.1.100").await;
+    let up = c.status.and_then(|st| st.upgrade).expect("upgrade");
+    assert_eq!(up.change, "minor-downgrade");
+    must(
+        s.wait_condition("octo", "Ready", true, Some("Ready"), WAIT)
+            .await,
+    );
+    let events = s.twin.events();
+    assert_eq!(
+        count(&events, |k| matches!(k, EventKind::SchemaViolation { .. })),
+        0
+    );
+    assert!(count(&events, |k| matches!(k, EventKind::MaintenanceModeOff)) >= 1);
     must(s.finish().await);
 }
 

@@ -78,6 +78,11 @@ struct Stop {
 enum Outcome {
     Done,
     Act(Action),
+    /// A safety predicate holds the step: it has not started (its StatefulSet effect too).
+    Held {
+        reason: String,
+        message: String,
+    },
     Wait {
         reason: String,
         message: String,
@@ -369,7 +374,15 @@ fn run_upgrade(o: &Observed, mut d: Decision, mut up: UpgradeStatus) -> Decision
         .stopped_reason
         .as_deref()
         .is_some_and(|r| STICKY_STOPS.contains(&r));
-    if sticky && up.stopped_generation == Some(o.generation) {
+    let went_back = o.spec.version == up.from
+        && up.stopped_reason.as_deref() == Some(reasons::NODE_FAILED_AFTER_MIGRATION)
+        && up.stopped_generation != Some(o.generation);
+    if went_back {
+        // As the stop told them: the database was restored and spec.version names the
+        // old version again. Stop the failed node and bring every node back to it.
+        d.schema_version = Some(up.from.clone());
+        up = return_plan(o, &up);
+    } else if sticky && up.stopped_generation == Some(o.generation) {
         let stop = Stop {
             reason: up.stopped_reason.clone().unwrap_or_default(),
             // The message said when the stop happened still holds.
@@ -387,7 +400,10 @@ fn run_upgrade(o: &Observed, mut d: Decision, mut up: UpgradeStatus) -> Decision
         d.upgrade = Some(up);
         return finish(o, d, Some(stop), None);
     }
-    up.stopped_reason = None;
+    if up.stopped_reason.take().is_some() {
+        // A person changed the spec: the step gets its full timeout again.
+        up.step_started_at = Some(Time(o.now));
+    }
     up.stopped_generation = None;
 
     let Ok(to) = OctopusVersion::parse(&up.to) else {
@@ -448,6 +464,13 @@ fn run_upgrade(o: &Observed, mut d: Decision, mut up: UpgradeStatus) -> Decision
                 d.requeue = if poll { Requeue::Poll } else { Requeue::Idle };
                 break;
             }
+            Outcome::Held { reason, message } => {
+                // Not started: e.g. stop-all must not scale down while a predicate holds.
+                up.steps[i].state = PENDING.into();
+                progress = Some((reason, format!("{}: {message}", step_label(&step))));
+                d.requeue = Requeue::Poll;
+                break;
+            }
             Outcome::Stop(s) => {
                 up.stopped_reason = Some(s.reason.clone());
                 up.stopped_generation = Some(o.generation);
@@ -468,6 +491,8 @@ fn run_upgrade(o: &Observed, mut d: Decision, mut up: UpgradeStatus) -> Decision
         && let Err(s) = guard_start(o, want)
     {
         d.statefulset = None;
+        d.action = None;
+        d.requeue = Requeue::Idle;
         if stop.is_none() {
             up.stopped_reason = Some(s.reason.clone());
             up.stopped_generation = Some(o.generation);
@@ -483,6 +508,53 @@ fn run_upgrade(o: &Observed, mut d: Decision, mut up: UpgradeStatus) -> Decision
         d.requeue = Requeue::Soon;
     }
     finish(o, d, stop, progress)
+}
+
+/// The way back from a schema upgrade whose first node failed: stop it, start the old
+/// version again (one node first), verify, undrain, maintenance mode off. No backup and no
+/// safety hold on stopping: the node being stopped never served.
+fn return_plan(o: &Observed, failed: &UpgradeStatus) -> UpgradeStatus {
+    let replicas = failed.replicas.unwrap_or(o.spec.replicas);
+    let nodes = u32::try_from(replicas.max(1)).unwrap_or(1);
+    let mut steps = vec![
+        Step::StopAll,
+        Step::StartFirst { node: 0 },
+        Step::WaitSchema,
+    ];
+    if nodes > 1 {
+        steps.push(Step::StartRest);
+    }
+    steps.push(Step::Verify);
+    steps.extend((0..nodes).map(|node| Step::Undrain { node }));
+    steps.push(Step::MaintenanceOff);
+    let change = match (
+        OctopusVersion::parse(&failed.to),
+        OctopusVersion::parse(&failed.from),
+    ) {
+        (Ok(a), Ok(b)) => planner::classify(&a, &b).as_str().to_string(),
+        _ => "unknown".into(),
+    };
+    UpgradeStatus {
+        from: failed.to.clone(),
+        to: failed.from.clone(),
+        change,
+        strategy: Some(Strategy::StopTheWorld.as_str().to_string()),
+        step: None,
+        node: None,
+        started_at: Some(Time(o.now)),
+        step_started_at: Some(Time(o.now)),
+        finished_at: None,
+        replicas: Some(replicas),
+        stopped_reason: None,
+        stopped_generation: None,
+        steps: steps.into_iter().map(|s| step_status(&o.name, s)).collect(),
+    }
+}
+
+/// A return plan (see [`return_plan`]): the only stop-the-world record that goes down.
+fn is_return(up: &UpgradeStatus) -> bool {
+    up.strategy.as_deref() == Some(Strategy::StopTheWorld.as_str())
+        && up.change.ends_with("-downgrade")
 }
 
 /// The StatefulSet an upgrade wants at its current step. Stop-the-world keeps the old
@@ -732,8 +804,23 @@ fn evaluate(
         }
         "backup" => backup_step(o, d, up),
         "stop-all" => {
+            // Already past it (a kill after start-first, before recording): the template
+            // runs the new version and no old pod is left. Never go back to the old one.
+            let moved_on = o
+                .statefulset
+                .as_ref()
+                .is_some_and(|s| s.version.as_deref() == Some(to_s.as_str()))
+                && o.pods
+                    .iter()
+                    .all(|p| p.version.as_deref() == Some(to_s.as_str()));
+            if moved_on {
+                return Outcome::Done;
+            }
             let applied = o.statefulset.as_ref().is_some_and(|s| s.replicas == 0);
-            if !applied && let Err(held) = safety::check(o, Disruption::StopAll) {
+            if !applied
+                && !is_return(up)
+                && let Err(held) = safety::check(o, Disruption::StopAll)
+            {
                 return held_wait(held);
             }
             if applied && o.pods.is_empty() {
@@ -977,10 +1064,9 @@ fn octopus_wait(o: &Observed) -> Outcome {
 }
 
 fn held_wait(held: safety::Held) -> Outcome {
-    Outcome::Wait {
+    Outcome::Held {
         reason: format!("WaitingFor{}", held.predicate),
         message: format!("{}: {}", held.predicate, held.message),
-        poll: true,
     }
 }
 

@@ -248,6 +248,18 @@ async fn cleanup(cluster: &OctopusCluster, ctx: &Context) -> Result<Requeue, Err
         return Ok(Requeue::await_change());
     };
     let (observed, api) = observe::observe(ctx, cluster).await?;
+    if matches!(observed.octopus, model::OctopusView::NoReadyNode) {
+        // No node runs, so nobody can answer; waiting would only delay the deletion.
+        record::event(
+            ctx,
+            cluster,
+            true,
+            "ReleaseImpossible",
+            "No Octopus node runs to release maintenance mode and drained nodes; the database keeps them until an administrator turns them off",
+        )
+        .await;
+        return Ok(Requeue::await_change());
+    }
     let result = async {
         let api = api.ok_or(Error::NoOctopusApi)?;
         let state = observed.octopus.state().ok_or(Error::NoOctopusApi)?;

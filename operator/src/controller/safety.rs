@@ -92,7 +92,16 @@ fn other_nodes_serving(o: &Observed, d: Disruption<'_>) -> Result<(), String> {
     let (Disruption::TakeNodeOut { node } | Disruption::ReplacePod { node }) = d else {
         return Ok(());
     };
-    let desired = o.spec.replicas.max(0).unsigned_abs();
+    // While an upgrade runs the StatefulSet keeps the replicas it started with.
+    let desired = o
+        .status
+        .upgrade
+        .as_ref()
+        .filter(|u| u.finished_at.is_none())
+        .and_then(|u| u.replicas)
+        .unwrap_or(o.spec.replicas)
+        .max(0)
+        .unsigned_abs();
     let state = o.octopus.state();
     for ordinal in 0..desired {
         let name = format!("{}-{ordinal}", o.name);
@@ -124,8 +133,9 @@ fn node_drained_and_idle(o: &Observed, d: Disruption<'_>) -> Result<(), String> 
         return Err("the Octopus API gave no answer".into());
     };
     match state.node(node) {
+        None => Err(format!("node {node} is not registered with Octopus")),
         Some(n) if !n.drained => Err(format!("node {node} is not drained")),
-        _ => match state.tasks_on(node).count() {
+        Some(_) => match state.tasks_on(node).count() {
             0 => Ok(()),
             n => Err(format!("node {node} still runs {n} task(s)")),
         },

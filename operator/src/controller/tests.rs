@@ -10,8 +10,6 @@
 //!   between applying the StatefulSet and acting) and must stay safe and converge.
 //! - Properties over random observations, and over randomised walks.
 //!
-//! Tests marked `#[ignore = "BUG: ..."]` pin down behaviour the core gets wrong today; each
-//! says what it expects and why.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -2388,8 +2386,6 @@ fn a_node_still_failing_after_a_spec_change_stops_again_for_the_new_generation()
 }
 
 #[test]
-#[ignore = "BUG: lifting a stop on a new generation keeps the old step timer, so a \
-            restarted node is declared failed at once (see report)"]
 fn lifting_a_stop_restarts_the_step_timer() {
     let (mut sim, _) = failed_migration();
     // An hour later a person fixes the cause, deletes the crash-looping pod and edits the
@@ -2416,9 +2412,6 @@ fn lifting_a_stop_restarts_the_step_timer() {
 }
 
 #[test]
-#[ignore = "BUG: the documented way back after a failed migration (restore, then set \
-            spec.version to the old version) is ignored: the operator keeps the new \
-            version (see report)"]
 fn setting_the_old_version_back_after_a_failed_migration_is_followed() {
     let (mut sim, _) = failed_migration();
     // As the message says: restore the backup (outside the operator), then set
@@ -2426,11 +2419,23 @@ fn setting_the_old_version_back_after_a_failed_migration_is_followed() {
     sim.change_spec(|s| s.version = V1.into());
     let d = sim.step(Kill::Never);
     assert!(
-        d.statefulset.as_ref().is_none_or(|w| w.version != V2),
+        d.statefulset
+            .as_ref()
+            .is_none_or(|w| w.version != V2 || w.replicas == 0),
         "the operator still wants {:?} and says {:?}",
         d.statefulset,
         d.stop
     );
+    // It brings every node back to the old version and releases Octopus.
+    let d = sim.run_until(200, |d| {
+        d.upgrade
+            .as_ref()
+            .is_some_and(|u| u.finished_at.is_some() && u.to == V1)
+    });
+    assert!(d.stop.is_none(), "{:?}", d.stop);
+    assert_eq!(d.statefulset, want(V1, 3));
+    assert_eq!(sim.pods.len(), 3);
+    assert!(sim.pods.values().all(|p| p.version.as_deref() == Some(V1)));
 }
 
 fn failed_backup() -> (Sim, Decision) {
@@ -2673,8 +2678,6 @@ fn a_spec_version_change_during_an_upgrade_waits_for_it_to_finish() {
 }
 
 #[test]
-#[ignore = "BUG: raising spec.replicas during a rolling upgrade deadlocks it: \
-            OtherNodesServing waits for a node the upgrade never starts (see report)"]
 fn scaling_up_during_a_rolling_upgrade_still_converges() {
     let mut sim = rolling_sim(V1, V1_PATCH, 3);
     sim.run_until(100, |d| step_of(d) == (Some("drain"), Some("octo-1")));
@@ -2699,8 +2702,6 @@ fn scaling_during_an_upgrade_never_starts_an_old_version_node() {
 }
 
 #[test]
-#[ignore = "BUG: stop-all scales the StatefulSet to 0 although a StopAll predicate holds \
-            (Octopus unreachable, tasks running) (see report)"]
 fn stop_all_stops_nothing_while_a_predicate_holds() {
     // The backup is recorded; the next step stops every node.
     let mut sim = stop_the_world_sim(V1, V2, 3);
@@ -2815,51 +2816,19 @@ fn a_rolling_upgrade_survives_a_kill_between_apply_and_act_at_every_point() {
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
 }
 
-/// The one point where the stop-the-world walk is not restart-safe today: a kill right
-/// after `start-first` applied the new template (see the ignored tests).
-fn at_start_first(failure: &str) -> bool {
-    failure.contains("start-first octo-0 -> action=- sts=2024.2.5@1")
-}
-
 #[test]
-fn a_schema_upgrade_survives_a_kill_between_apply_and_act_everywhere_else() {
-    let failures = sweep(&|| stop_the_world_sim(V1, V2, 3), Kill::AfterApply, V2);
-    let failures: Vec<_> = failures
-        .into_iter()
-        .filter(|f| !at_start_first(f))
-        .collect();
-    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
-}
-
-#[test]
-fn a_schema_upgrade_survives_a_kill_between_act_and_record_everywhere_else() {
-    let failures = sweep(&|| stop_the_world_sim(V1, V2, 3), Kill::BeforeRecord, V2);
-    let failures: Vec<_> = failures
-        .into_iter()
-        .filter(|f| !at_start_first(f))
-        .collect();
-    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
-}
-
-#[test]
-#[ignore = "BUG: a kill after start-first applied the new template makes the next reconcile \
-            scale back to the old version at 0 replicas, killing the migrating node (see report)"]
 fn a_schema_upgrade_survives_a_kill_between_apply_and_act_at_every_point() {
     let failures = sweep(&|| stop_the_world_sim(V1, V2, 3), Kill::AfterApply, V2);
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
 }
 
 #[test]
-#[ignore = "BUG: a kill after start-first applied the new template makes the next reconcile \
-            scale back to the old version at 0 replicas, killing the migrating node (see report)"]
 fn a_schema_upgrade_survives_a_kill_between_act_and_record_at_every_point() {
     let failures = sweep(&|| stop_the_world_sim(V1, V2, 3), Kill::BeforeRecord, V2);
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
 }
 
 #[test]
-#[ignore = "BUG: stop-all is re-evaluated from a stale status after start-first was applied \
-            and wants the old version at 0 replicas again (see report)"]
 fn a_kill_after_starting_the_first_node_never_stops_it_again() {
     for operator_down_ticks in [0, 3] {
         let mut sim = stop_the_world_sim(V1, V2, 3);
@@ -3317,8 +3286,6 @@ proptest! {
 }
 
 #[test]
-#[ignore = "BUG: when the start guard stops the upgrade after a step chose its action, the \
-            action is still returned: the operator acts while it reports a stop (see report)"]
 fn a_stop_found_by_the_start_guard_cancels_the_steps_action() {
     // A rolling upgrade at `drain octo-1`; the template still names the old patch (e.g.
     // reverted by hand) and octo-0 runs another schema line (e.g. its image patched by
@@ -3373,8 +3340,7 @@ proptest! {
             Some((k, before_record)) => {
                 let mode = if before_record { Kill::BeforeRecord } else { Kill::AfterApply };
                 if let Err(e) = killed_at(&setup, k, mode, to) {
-                    // The one known unsafe point has its own (ignored) tests.
-                    prop_assert!(at_start_first(&e), "{}", e);
+                    return Err(TestCaseError::fail(e));
                 }
             }
         }
