@@ -30,45 +30,32 @@ fn twin_config(tasks: bool) -> TwinConfig {
     }
 }
 
-/// Node name -> (version, serving) replayed from the twin's flight recorder; calls `check`
-/// after every event with the nodes serving at that moment (running and not drained).
-fn replay(events: &[Event], mut check: impl FnMut(&Event, &BTreeMap<String, (String, bool)>)) {
-    let mut nodes: BTreeMap<String, (String, bool, bool)> = BTreeMap::new(); // version, running, drained
-    let mut serving = BTreeMap::new();
+/// The fewest nodes serving (running and not drained) at any moment after `since`,
+/// replayed from the twin's flight recorder.
+fn min_serving_since(events: &[Event], since: Timestamp) -> usize {
+    // node -> (running, drained)
+    let mut nodes: BTreeMap<String, (bool, bool)> = BTreeMap::new();
+    let mut fewest = usize::MAX;
     for e in events {
         match &e.kind {
-            EventKind::NodeRunning {
-                node,
-                version,
-                drained,
-                ..
-            } => {
-                nodes.insert(node.clone(), (version.clone(), true, *drained));
+            EventKind::NodeRunning { node, drained, .. } => {
+                nodes.insert(node.clone(), (true, *drained));
             }
             EventKind::NodeStopped { node, .. } | EventKind::NodeCrashed { node, .. } => {
-                if let Some(n) = nodes.get_mut(node) {
-                    n.1 = false;
-                }
+                nodes.entry(node.clone()).or_default().0 = false;
             }
-            EventKind::NodeDrained { node } => {
-                if let Some(n) = nodes.get_mut(node) {
-                    n.2 = true;
-                }
-            }
-            EventKind::NodeUndrained { node } => {
-                if let Some(n) = nodes.get_mut(node) {
-                    n.2 = false;
-                }
-            }
+            EventKind::NodeDrained { node } => nodes.entry(node.clone()).or_default().1 = true,
+            EventKind::NodeUndrained { node } => nodes.entry(node.clone()).or_default().1 = false,
             _ => continue,
         }
-        serving = nodes
-            .iter()
-            .map(|(k, (v, running, drained))| (k.clone(), (v.clone(), *running && !*drained)))
-            .collect();
-        check(e, &serving);
+        if e.at > since {
+            let serving = nodes
+                .values()
+                .filter(|(running, drained)| *running && !*drained);
+            fewest = fewest.min(serving.count());
+        }
     }
-    let _ = serving;
+    fewest
 }
 
 /// Waits until the upgrade to `version` has finished and every node runs it.
@@ -197,13 +184,7 @@ async fn patch_upgrade_rolls_with_tasks_running() {
     // Let the tasks already running finish, then read the recorder.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let events = s.twin.events();
-    let mut min_serving = usize::MAX;
-    replay(&events, |e, serving| {
-        if e.at > since {
-            let n = serving.values().filter(|(_, up)| *up).count();
-            min_serving = min_serving.min(n);
-        }
-    });
+    let min_serving = min_serving_since(&events, since);
     assert!(
         min_serving >= 2,
         "fewer than 2 nodes served at some moment ({min_serving})"
@@ -687,12 +668,7 @@ async fn operator_killed_mid_roll_resumes_and_finishes() {
     assert!(c.status.expect("status").nodes.iter().all(|n| !n.drained));
     tokio::time::sleep(Duration::from_secs(3)).await;
     let events = s.twin.events();
-    let mut min_serving = usize::MAX;
-    replay(&events, |e, serving| {
-        if e.at > since {
-            min_serving = min_serving.min(serving.values().filter(|(_, up)| *up).count());
-        }
-    });
+    let min_serving = min_serving_since(&events, since);
     assert!(
         min_serving >= 2,
         "fewer than 2 nodes served at some moment ({min_serving})"
