@@ -51,9 +51,12 @@ tools:
 demo: cluster-up tools
 	e2e/demo/demo.sh
 
-## bench: placeholder
+## bench: release build, then upgrade timings, reconcile figures and operator memory
+## against the control plane and the twin (prints figures; about 5 minutes)
 bench:
-	@echo "bench: no benchmarks yet"
+	$(TOOLS)/install-kubectl.sh >/dev/null
+	$(CARGO) build --release -p octopus-operator --bin octopus-operator
+	$(CARGO) bench -p octopus-e2e --bench operator
 
 ## lint: formatting, clippy with warnings as errors, shellcheck when installed
 lint:
