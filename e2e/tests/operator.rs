@@ -339,11 +339,11 @@ async fn minor_upgrade_waits_for_approval_then_stops_the_world() {
     must(s.finish().await);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deleting_mid_upgrade_releases_maintenance_mode() {
-    let s = must(Scenario::start("delete", twin_config(false)).await);
+/// A 2-node cluster whose approved minor upgrade is held by a failing backup Job (after
+/// maintenance mode went on).
+async fn held_by_failed_backup(prefix: &str) -> (Scenario, octopus_operator::api::OctopusCluster) {
+    let s = must(Scenario::start(prefix, twin_config(false)).await);
     let mut sp = spec("2024.1.100", 2);
-    // A failing backup holds the upgrade after maintenance mode went on.
     sp["upgrade"]["approvedVersion"] = json!("2024.2.1");
     must(s.create_cluster("octo", sp).await);
     must(
@@ -352,10 +352,16 @@ async fn deleting_mid_upgrade_releases_maintenance_mode() {
     );
     s.jobs.set_failing(true);
     must(s.patch_spec("octo", json!({"version": "2024.2.1"})).await);
-    must(
+    let c = must(
         s.wait_condition("octo", "UpgradeBlocked", true, Some("BackupFailed"), WAIT)
             .await,
     );
+    (s, c)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_mid_upgrade_releases_maintenance_mode() {
+    let (s, _) = held_by_failed_backup("delete").await;
     let snapshot = s.twin.events();
     assert_eq!(
         count(&snapshot, |k| matches!(k, EventKind::MaintenanceModeOn)),
@@ -690,20 +696,7 @@ async fn operator_killed_mid_roll_resumes_and_finishes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_backup_holds_until_its_job_is_deleted() {
-    let s = must(Scenario::start("backup", twin_config(false)).await);
-    let mut sp = spec("2024.1.100", 2);
-    sp["upgrade"]["approvedVersion"] = json!("2024.2.1");
-    must(s.create_cluster("octo", sp).await);
-    must(
-        s.wait_condition("octo", "Ready", true, Some("Ready"), WAIT)
-            .await,
-    );
-    s.jobs.set_failing(true);
-    must(s.patch_spec("octo", json!({"version": "2024.2.1"})).await);
-    let c = must(
-        s.wait_condition("octo", "UpgradeBlocked", true, Some("BackupFailed"), WAIT)
-            .await,
-    );
+    let (s, c) = held_by_failed_backup("backup").await;
     let message = condition(&c, "UpgradeBlocked")
         .expect("cond")
         .message
