@@ -284,21 +284,14 @@ fn steady_or_start(o: &Observed, mut d: Decision, target: &OctopusVersion) -> De
             state: PENDING.into(),
         });
     }
-    let upgrade = UpgradeStatus {
-        from: from.to_string(),
-        to: target.to_string(),
-        change: plan.change.as_str().to_string(),
-        strategy: plan.strategy.map(|s| s.as_str().to_string()),
-        step: None,
-        node: None,
-        started_at: Some(Time(o.now)),
-        step_started_at: Some(Time(o.now)),
-        finished_at: None,
-        replicas: Some(replicas),
-        stopped_reason: None,
-        stopped_generation: None,
+    let upgrade = begin(
+        o,
+        (from.to_string(), target.to_string()),
+        plan.change.as_str(),
+        plan.strategy,
+        replicas,
         steps,
-    };
+    );
     run_upgrade(o, d, upgrade)
 }
 
@@ -534,11 +527,31 @@ fn return_plan(o: &Observed, failed: &UpgradeStatus) -> UpgradeStatus {
         (Ok(a), Ok(b)) => planner::classify(&a, &b).as_str().to_string(),
         _ => "unknown".into(),
     };
+    let steps = steps.into_iter().map(|s| step_status(&o.name, s)).collect();
+    begin(
+        o,
+        (failed.to.clone(), failed.from.clone()),
+        &change,
+        Some(Strategy::StopTheWorld),
+        replicas,
+        steps,
+    )
+}
+
+/// A new upgrade record, starting now.
+fn begin(
+    o: &Observed,
+    (from, to): (String, String),
+    change: &str,
+    strategy: Option<Strategy>,
+    replicas: i32,
+    steps: Vec<StepStatus>,
+) -> UpgradeStatus {
     UpgradeStatus {
-        from: failed.to.clone(),
-        to: failed.from.clone(),
-        change,
-        strategy: Some(Strategy::StopTheWorld.as_str().to_string()),
+        from,
+        to,
+        change: change.to_string(),
+        strategy: strategy.map(|s| s.as_str().to_string()),
         step: None,
         node: None,
         started_at: Some(Time(o.now)),
@@ -547,7 +560,7 @@ fn return_plan(o: &Observed, failed: &UpgradeStatus) -> UpgradeStatus {
         replicas: Some(replicas),
         stopped_reason: None,
         stopped_generation: None,
-        steps: steps.into_iter().map(|s| step_status(&o.name, s)).collect(),
+        steps,
     }
 }
 
