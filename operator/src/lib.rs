@@ -1,8 +1,14 @@
 //! octopus-operator: runs Octopus Deploy Server HA clusters on Kubernetes and upgrades
 //! them by Octopus's own rules.
 //!
-//! One way through the code: observe -> decide (pure: `planner`) -> act (one idempotent
-//! step) -> record (status via server-side apply).
+//! One way through the code: observe -> decide (pure: [`planner`] and
+//! `controller::{decide, safety}`) -> act (one idempotent step) -> record (status via
+//! server-side apply, Events). Why a cluster stopped is answered in
+//! `controller/decide.rs` (reasons) and `controller/safety.rs` (named predicates).
+//!
+//! - [`api`]: the `OctopusCluster` resource. [`version`], [`planner`]: Octopus's upgrade
+//!   rules. [`octopus`]: the REST client. [`resources`]: the owned Kubernetes objects.
+//!   [`controller`]: the reconciler.
 
 pub mod api;
 pub mod controller;
