@@ -76,6 +76,15 @@ async fn wait_upgraded(s: &Scenario, version: &str) -> octopus_operator::api::Oc
     )
 }
 
+/// Creates the cluster `octo` and waits until it is Ready.
+async fn create_ready(s: &Scenario, spec: serde_json::Value) {
+    must(s.create_cluster("octo", spec).await);
+    must(
+        s.wait_condition("octo", "Ready", true, Some("Ready"), WAIT)
+            .await,
+    );
+}
+
 fn count<F: Fn(&EventKind) -> bool>(events: &[Event], f: F) -> usize {
     events.iter().filter(|e| f(&e.kind)).count()
 }
@@ -166,11 +175,7 @@ async fn missing_secret_creates_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn patch_upgrade_rolls_with_tasks_running() {
     let s = must(Scenario::start("patch", twin_config(true)).await);
-    must(s.create_cluster("octo", spec("2024.1.100", 3)).await);
-    must(
-        s.wait_condition("octo", "Ready", true, Some("Ready"), WAIT)
-            .await,
-    );
+    create_ready(&s, spec("2024.1.100", 3)).await;
     let since = Timestamp::now();
     must(s.patch_spec("octo", json!({"version": "2024.1.200"})).await);
     let c = wait_upgraded(&s, "2024.1.200").await;
@@ -219,11 +224,7 @@ async fn minor_upgrade_waits_for_approval_then_stops_the_world() {
     let s = must(Scenario::start("minor", twin_config(true)).await);
     let mut sp = spec("2024.1.100", 3);
     sp["tentacles"] = json!({"upgradeTentacles": true, "environmentIds": ["Environments-1"]});
-    must(s.create_cluster("octo", sp).await);
-    must(
-        s.wait_condition("octo", "Ready", true, Some("Ready"), WAIT)
-            .await,
-    );
+    create_ready(&s, sp).await;
     must(s.patch_spec("octo", json!({"version": "2024.2.50"})).await);
     let c = must(
         s.wait_condition(
@@ -345,11 +346,7 @@ async fn held_by_failed_backup(prefix: &str) -> (Scenario, octopus_operator::api
     let s = must(Scenario::start(prefix, twin_config(false)).await);
     let mut sp = spec("2024.1.100", 2);
     sp["upgrade"]["approvedVersion"] = json!("2024.2.1");
-    must(s.create_cluster("octo", sp).await);
-    must(
-        s.wait_condition("octo", "Ready", true, Some("Ready"), WAIT)
-            .await,
-    );
+    create_ready(&s, sp).await;
     s.jobs.set_failing(true);
     must(s.patch_spec("octo", json!({"version": "2024.2.1"})).await);
     let c = must(
@@ -414,11 +411,7 @@ async fn deleting_mid_upgrade_releases_maintenance_mode() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn major_needs_approval_and_downgrade_needs_restore() {
     let s = must(Scenario::start("refuse", twin_config(false)).await);
-    must(s.create_cluster("octo", spec("2024.1.100", 1)).await);
-    must(
-        s.wait_condition("octo", "Ready", true, Some("Ready"), WAIT)
-            .await,
-    );
+    create_ready(&s, spec("2024.1.100", 1)).await;
     must(
         s.patch_spec(
             "octo",
@@ -476,11 +469,7 @@ async fn node_failing_after_migration_stops_the_operator() {
     let mut sp = spec("2024.1.100", 2);
     sp["upgrade"]["schemaUpgrades"] = json!("Automatic");
     sp["upgrade"]["nodeReadyTimeout"] = json!("20s");
-    must(s.create_cluster("octo", sp).await);
-    must(
-        s.wait_condition("octo", "Ready", true, Some("Ready"), WAIT)
-            .await,
-    );
+    create_ready(&s, sp).await;
     let svc = "octo";
     s.twin.set_faults(
         s.ns.name(),
@@ -556,11 +545,7 @@ async fn wait_replaced(s: &Scenario, n: usize, version: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_holds_the_roll_and_resume_finishes_it() {
     let s = must(Scenario::start("pause", twin_config(false)).await);
-    must(s.create_cluster("octo", spec("2024.1.100", 3)).await);
-    must(
-        s.wait_condition("octo", "Ready", true, Some("Ready"), WAIT)
-            .await,
-    );
+    create_ready(&s, spec("2024.1.100", 3)).await;
     must(s.patch_spec("octo", json!({"version": "2024.1.200"})).await);
     wait_replaced(&s, 1, "2024.1.200").await;
     must(s.patch_spec("octo", json!({"paused": true})).await);
@@ -612,11 +597,7 @@ async fn automatic_schema_upgrade_waits_for_the_maintenance_window() {
     sp["upgrade"]["schemaUpgrades"] = json!("Automatic");
     sp["upgrade"]["maintenanceWindow"] =
         json!({"start": hhmm(&closed), "duration": "1h", "timeZone": "UTC"});
-    must(s.create_cluster("octo", sp).await);
-    must(
-        s.wait_condition("octo", "Ready", true, Some("Ready"), WAIT)
-            .await,
-    );
+    create_ready(&s, sp).await;
     must(s.patch_spec("octo", json!({"version": "2024.2.1"})).await);
     let c = must(
         s.wait_condition(
@@ -655,11 +636,7 @@ async fn automatic_schema_upgrade_waits_for_the_maintenance_window() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_killed_mid_roll_resumes_and_finishes() {
     let mut s = must(Scenario::start("restart", twin_config(true)).await);
-    must(s.create_cluster("octo", spec("2024.1.100", 3)).await);
-    must(
-        s.wait_condition("octo", "Ready", true, Some("Ready"), WAIT)
-            .await,
-    );
+    create_ready(&s, spec("2024.1.100", 3)).await;
     let since = Timestamp::now();
     must(s.patch_spec("octo", json!({"version": "2024.1.200"})).await);
     wait_replaced(&s, 1, "2024.1.200").await;
@@ -731,11 +708,7 @@ async fn failed_backup_holds_until_its_job_is_deleted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unauthorized_api_holds_the_roll_without_acting_blind() {
     let s = must(Scenario::start("authz", twin_config(false)).await);
-    must(s.create_cluster("octo", spec("2024.1.100", 2)).await);
-    must(
-        s.wait_condition("octo", "Ready", true, Some("Ready"), WAIT)
-            .await,
-    );
+    create_ready(&s, spec("2024.1.100", 2)).await;
     s.twin.set_faults(
         s.ns.name(),
         "octo",
