@@ -443,40 +443,18 @@ async fn resolve_env(
             continue;
         };
         if let Some(r) = from.secret_key_ref {
+            let data = sources.secret(&r.name).await?;
             let optional = r.optional.unwrap_or(false);
-            match sources.secret(&r.name).await? {
-                Some(data) => match data.get(&r.key) {
-                    Some(v) => {
-                        env.insert(var.name, v.clone());
-                    }
-                    None if optional => {}
-                    None => {
-                        return Err(config_error(format!(
-                            "couldn't find key {} in Secret {ns}/{}",
-                            r.key, r.name
-                        )));
-                    }
-                },
-                None if optional => {}
-                None => return Err(config_error(format!("secret \"{}\" not found", r.name))),
+            if let Some(v) = key_value(data, ("Secret", "secret"), &ns, &r.name, &r.key, optional)?
+            {
+                env.insert(var.name, v);
             }
         } else if let Some(r) = from.config_map_key_ref {
+            let data = sources.config_map(&r.name).await?;
             let optional = r.optional.unwrap_or(false);
-            match sources.config_map(&r.name).await? {
-                Some(data) => match data.get(&r.key) {
-                    Some(v) => {
-                        env.insert(var.name, v.clone());
-                    }
-                    None if optional => {}
-                    None => {
-                        return Err(config_error(format!(
-                            "couldn't find key {} in ConfigMap {ns}/{}",
-                            r.key, r.name
-                        )));
-                    }
-                },
-                None if optional => {}
-                None => return Err(config_error(format!("configmap \"{}\" not found", r.name))),
+            let kind = ("ConfigMap", "configmap");
+            if let Some(v) = key_value(data, kind, &ns, &r.name, &r.key, optional)? {
+                env.insert(var.name, v);
             }
         } else if let Some(f) = from.field_ref {
             let value = match f.field_path.as_str() {
@@ -520,6 +498,29 @@ async fn resolve_env(
             .map(|k| Secret::new(k.clone())),
         task_cap: env.get("TASK_CAP").and_then(|v| v.trim().parse().ok()),
     })
+}
+
+/// One key of a Secret or ConfigMap for an env `valueFrom`, with the kubelet's own
+/// messages when it is missing (`kind` is the object's name in each message form).
+fn key_value(
+    data: Option<BTreeMap<String, String>>,
+    (kind, lower): (&str, &str),
+    ns: &str,
+    name: &str,
+    key: &str,
+    optional: bool,
+) -> Result<Option<String>, ConfigError> {
+    match data {
+        Some(data) => match data.get(key) {
+            Some(v) => Ok(Some(v.clone())),
+            None if optional => Ok(None),
+            None => Err(config_error(format!(
+                "couldn't find key {key} in {kind} {ns}/{name}"
+            ))),
+        },
+        None if optional => Ok(None),
+        None => Err(config_error(format!("{lower} \"{name}\" not found"))),
+    }
 }
 
 fn config_error(message: String) -> ConfigError {
