@@ -108,15 +108,26 @@ pub async fn perform(
     Ok(())
 }
 
-async fn apply<K>(ctx: &Context, ns: &str, obj: &K) -> Result<(), Error>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+/// A namespaced Kubernetes object the operator writes.
+trait Owned:
+    Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + Serialize
+    + DeserializeOwned
+    + std::fmt::Debug
+{
+}
+
+impl<K> Owned for K where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
         + Clone
         + Serialize
         + DeserializeOwned
-        + std::fmt::Debug,
-    <K as Resource>::DynamicType: Default,
+        + std::fmt::Debug
 {
+}
+
+async fn apply<K: Owned>(ctx: &Context, ns: &str, obj: &K) -> Result<(), Error> {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
     let params = PatchParams::apply(FIELD_MANAGER).force();
     api.patch(&obj.name_any(), &params, &Patch::Apply(obj))
@@ -124,15 +135,7 @@ where
     Ok(())
 }
 
-async fn create_if_missing<K>(ctx: &Context, ns: &str, obj: &K) -> Result<(), Error>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + Serialize
-        + DeserializeOwned
-        + std::fmt::Debug,
-    <K as Resource>::DynamicType: Default,
-{
+async fn create_if_missing<K: Owned>(ctx: &Context, ns: &str, obj: &K) -> Result<(), Error> {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
     let params = PostParams {
         field_manager: Some(FIELD_MANAGER.into()),
