@@ -509,17 +509,13 @@ fn run_upgrade(o: &Observed, mut d: Decision, mut up: UpgradeStatus) -> Decision
 fn return_plan(o: &Observed, failed: &UpgradeStatus) -> UpgradeStatus {
     let replicas = failed.replicas.unwrap_or(o.spec.replicas);
     let nodes = u32::try_from(replicas.max(1)).unwrap_or(1);
-    let mut steps = vec![
-        Step::StopAll,
-        Step::StartFirst { node: 0 },
-        Step::WaitSchema,
-    ];
-    if nodes > 1 {
-        steps.push(Step::StartRest);
-    }
-    steps.push(Step::Verify);
-    steps.extend((0..nodes).map(|node| Step::Undrain { node }));
-    steps.push(Step::MaintenanceOff);
+    // The planner's stop-the-world procedure from stop-all on: the same restart, verify,
+    // undrain and maintenance-off, without draining or backing up again.
+    let steps: Vec<Step> = Strategy::StopTheWorld
+        .steps(nodes)
+        .into_iter()
+        .skip_while(|s| *s != Step::StopAll)
+        .collect();
     let change = match (
         OctopusVersion::parse(&failed.to),
         OctopusVersion::parse(&failed.from),
