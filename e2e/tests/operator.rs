@@ -85,6 +85,24 @@ async fn create_ready(s: &Scenario, spec: serde_json::Value) {
     );
 }
 
+/// After a roll of 3 nodes: at least 2 served at every moment since `since`, and no task
+/// failed (tasks already running are given time to finish). Returns the recorder's events.
+async fn roll_kept_serving(s: &Scenario, since: Timestamp) -> Vec<Event> {
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let events = s.twin.events();
+    let min_serving = min_serving_since(&events, since);
+    assert!(
+        min_serving >= 2,
+        "fewer than 2 nodes served at some moment ({min_serving})"
+    );
+    assert_eq!(
+        count(&events, |k| matches!(k, EventKind::TaskFailed { .. })),
+        0,
+        "a task failed during the roll"
+    );
+    events
+}
+
 fn count<F: Fn(&EventKind) -> bool>(events: &[Event], f: F) -> usize {
     events.iter().filter(|e| f(&e.kind)).count()
 }
@@ -186,19 +204,7 @@ async fn patch_upgrade_rolls_with_tasks_running() {
     let up = c.status.and_then(|st| st.upgrade).expect("upgrade");
     assert_eq!(up.change, "patch");
     assert_eq!(up.strategy.as_deref(), Some("rolling"));
-    // Let the tasks already running finish, then read the recorder.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let events = s.twin.events();
-    let min_serving = min_serving_since(&events, since);
-    assert!(
-        min_serving >= 2,
-        "fewer than 2 nodes served at some moment ({min_serving})"
-    );
-    assert_eq!(
-        count(&events, |k| matches!(k, EventKind::TaskFailed { .. })),
-        0,
-        "a task failed during the roll"
-    );
+    let events = roll_kept_serving(&s, since).await;
     assert!(
         count(&events, |k| matches!(k, EventKind::TaskFinished { .. })) > 0,
         "no task ran"
@@ -649,17 +655,7 @@ async fn operator_killed_mid_roll_resumes_and_finishes() {
             .await,
     );
     assert!(c.status.expect("status").nodes.iter().all(|n| !n.drained));
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let events = s.twin.events();
-    let min_serving = min_serving_since(&events, since);
-    assert!(
-        min_serving >= 2,
-        "fewer than 2 nodes served at some moment ({min_serving})"
-    );
-    assert_eq!(
-        count(&events, |k| matches!(k, EventKind::TaskFailed { .. })),
-        0
-    );
+    let events = roll_kept_serving(&s, since).await;
     // Each node was replaced exactly once.
     assert_eq!(
         count(
