@@ -10,6 +10,7 @@
 # Env: OCTOPUS_OPERATOR_CACHE    cache root (default ~/.cache/octopus-operator)
 #      OCTOPUS_OPERATOR_CLUSTER  control plane name (default "default")
 #      OCTOPUS_OPERATOR_RUN_DIR  run directory (default <cache>/run/<name>)
+#      OCTOPUS_OPERATOR_NODE     1: up.sh adds a real node (node.sh)
 
 # shellcheck source=versions.env
 source "$(dirname "${BASH_SOURCE[0]}")/versions.env"
@@ -84,9 +85,11 @@ stop_pid() {
   done
 }
 
-# stop_all: stops every process of this run directory, recorded or orphaned.
+# stop_all: stops every process of this run directory, recorded or orphaned, the node
+# (node.sh) first.
 stop_all() {
   local c pid
+  node_down
   for c in "${components[@]}"; do
     for pid in $( (pid_of "$c" || true; orphans "$c") | sort -u); do
       log "stopping $c (pid $pid)"
@@ -95,3 +98,6 @@ stop_all() {
     rm -f "$run/$c.pid"
   done
 }
+
+# shellcheck source=node.sh
+source "$(dirname "${BASH_SOURCE[0]}")/node.sh"
