@@ -40,8 +40,15 @@ service_ip=198.19.0.1
 # tmpfs in the node's mount namespace.
 node_private_dirs=(/run/containerd /var/lib/cni /var/log/containers /run/netns)
 
-# node_wanted: OCTOPUS_OPERATOR_NODE=1 asks up.sh for a node.
-node_wanted() { [[ ${OCTOPUS_OPERATOR_NODE:-0} == 1 ]]; }
+# node_wanted: whether up.sh adds a node. OCTOPUS_OPERATOR_NODE=1 or 0 decides; unset,
+# a node comes up when running as root (it needs network and mount namespaces).
+node_wanted() {
+  case ${OCTOPUS_OPERATOR_NODE:-} in
+    1) true ;;
+    0) false ;;
+    *) [[ $(id -u) == 0 ]] ;;
+  esac
+}
 
 # node_global_lock: serialises slot and sysctl bookkeeping across control planes.
 node_global_lock() {
@@ -283,6 +290,9 @@ registerWithTaints:
 # Images cannot be pulled again: never collect them.
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
+# The disk is the developer's machine, shared with builds: evict (and taint the node
+# with disk-pressure) only when it is really about to fill, not at the default 10-15%.
+evictionHard: {memory.available: 100Mi, nodefs.available: 1Gi, imagefs.available: 1Gi, nodefs.inodesFree: 1%, imagefs.inodesFree: 1%}
 rotateCertificates: false
 serializeImagePulls: false
 EOF
@@ -409,11 +419,12 @@ node_up() {
   log "node $node_name Ready on $node_ip, pods on $pod_cidr ($(elapsed))"
 }
 
-# node_down: stops the node's processes and containers, then gives back cgroups, the
-# namespace, the slot and (last node) the sysctls. A no-op without a node.
-node_down() {
+# node_stop: stops the node's processes and containers and removes its cgroups. The
+# network stays until node_down: the API server (stopped after this) dials the address
+# it binds, on the host's end of the veth, while it shuts down.
+node_stop() {
   node_load 2>/dev/null || return 0
-  local c pid f
+  local c pid
   for c in "${node_components[@]}"; do
     for pid in $( (pid_of "$c" || true; orphans "$c") | sort -u); do
       log "stopping $c (pid $pid)"
@@ -421,9 +432,17 @@ node_down() {
     done
     rm -f "$run/$c.pid"
     # Containers outlive their shims: kill them once kubelet and the shims are gone.
-    [[ $c == containerd-shim-runc-v2 ]] && node_cgroups_down
+    if [[ $c == containerd-shim-runc-v2 ]]; then node_cgroups_down; fi
   done
   node_cgroups_down
+}
+
+# node_down: node_stop, then gives back the namespace, the slot and (last node) the
+# sysctls and the host directories. A no-op without a node.
+node_down() {
+  node_load 2>/dev/null || return 0
+  local f
+  node_stop
   node_net_down
   node_release
   node_global_lock
