@@ -161,7 +161,7 @@ pub static KNOWN_BAD_PATHS: [KnownBadPath; 6] = [
     // fails (#4509). Sources from 3.0: before that the move is a migration into a new
     // database, which the legacy gateways cover.
     KnownBadPath {
-        issue: "OctopusDeploy/Issues#4509 (listed in #4979)",
+        issue: "OctopusDeploy/Issues#4509, #4979",
         symptom: "Upgrade failed due to an unexpected exception: Cannot perform runtime binding on a null reference",
         from: VersionRange::between(OctopusVersion::new(3, 0, 0), OctopusVersion::new(3, 4, 0)),
         to: VersionRange::between(
@@ -173,7 +173,7 @@ pub static KNOWN_BAD_PATHS: [KnownBadPath; 6] = [
     // #4979 "2.6 to 2018.8.0-2018.8.11": the migrator imports a null FeedUri for the
     // built-in feed (#4958), which breaks every package deployment.
     KnownBadPath {
-        issue: "OctopusDeploy/Issues#4958 (listed in #4979)",
+        issue: "OctopusDeploy/Issues#4958, #4979",
         symptom: "the migrator imports the built-in feed without its FeedUri and deployments fail with \"The feed type NuGetFeed named 'Octopus Server (built-in)' is not supported\"",
         from: VersionRange::between(OctopusVersion::new(2, 6, 0), OctopusVersion::new(3, 0, 0)),
         to: VersionRange::between(
