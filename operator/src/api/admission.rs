@@ -1,5 +1,6 @@
 //! The CRD's admission rules for string formats, as CEL rules whose messages say what is
-//! expected, with an example, and quote the rejected value.
+//! expected, with an example. The API server prints the rejected value before the message
+//! (`spec.version: Invalid value: "latest": must be an exact Octopus version: ...`).
 //!
 //! Why not an OpenAPI `pattern`: the API server then answers `spec.version in body should
 //! match '^(0|[1-9][0-9]*)\.…'`, which tells a person nothing. A CEL rule reports its
@@ -11,7 +12,7 @@
 //! message and never "type conversion error". Every checked field has a `maxLength`, which
 //! keeps the rules' estimated cost inside the API server's budget.
 
-use kube::core::{Message, Rule};
+use kube::core::Rule;
 
 /// An exact Octopus Server version: MAJOR.MINOR.PATCH, or MAJOR.MINOR.PATCH.BUILD before 3.0.
 pub const VERSION_PATTERN: &str =
@@ -32,7 +33,7 @@ const VARIANT_PATTERN: &str = r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$";
 const URL_PATTERN: &str = r"^https?://[^\s]+$";
 
 /// What an exact version looks like, shared by `version` and `approvedVersion`.
-const VERSION_EXPECTED: &str = "is not an exact Octopus version: write MAJOR.MINOR.PATCH such as 2024.1.12345, or MAJOR.MINOR.PATCH.BUILD before 3.0 such as 2.6.5.1010 (no tags such as latest, no v prefix)";
+const VERSION_EXPECTED: &str = "must be an exact Octopus version: MAJOR.MINOR.PATCH such as 2024.1.12345, or MAJOR.MINOR.PATCH.BUILD before 3.0 such as 2.6.5.1010 (no tags such as latest, no v prefix)";
 
 /// `spec.version` and `spec.upgrade.approvedVersion`: an exact version.
 pub fn version() -> Rule {
@@ -47,16 +48,16 @@ pub fn four_parts_only_before_three() -> Rule {
         cel_string(FOUR_PARTS_PATTERN),
         cel_string(PRE_THREE_PATTERN)
     ))
-    .message(quoting(
-        "is a four-part version, which exists only before Octopus 3.0: write MAJOR.MINOR.PATCH such as 2024.1.12345",
-    ))
+    .message(
+        "four-part versions exist only before Octopus 3.0: write MAJOR.MINOR.PATCH such as 2024.1.12345",
+    )
 }
 
 /// Durations (`drainTimeout`, `nodeReadyTimeout`, `maintenanceWindow.duration`).
 pub fn duration() -> Rule {
     matching(
         DURATION_PATTERN,
-        "is not a duration: write a number with a unit (h, m, s, ms), such as 30m, 90s or 1h30m",
+        "must be a duration, a number with a unit (h, m, s, ms) such as 30m, 90s or 1h30m",
     )
 }
 
@@ -64,7 +65,7 @@ pub fn duration() -> Rule {
 pub fn clock() -> Rule {
     matching(
         CLOCK_PATTERN,
-        "is not a time of day: write HH:MM on a 24-hour clock, such as 02:00 or 22:30",
+        "must be a time of day as HH:MM on a 24-hour clock, such as 02:00 or 22:30",
     )
 }
 
@@ -72,7 +73,7 @@ pub fn clock() -> Rule {
 pub fn time_zone() -> Rule {
     matching(
         TIME_ZONE_PATTERN,
-        "is not an IANA time zone name: write one such as UTC, Europe/Berlin or America/New_York",
+        "must be an IANA time zone name such as UTC, Europe/Berlin or America/New_York",
     )
 }
 
@@ -80,28 +81,21 @@ pub fn time_zone() -> Rule {
 pub fn variant() -> Rule {
     matching(
         VARIANT_PATTERN,
-        "is not an image tag variant: write lowercase letters, digits, dots and dashes, such as hardened (the tag becomes VERSION-VARIANT)",
+        "must be an image tag variant of lowercase letters, digits, dots and dashes, such as hardened (the tag becomes VERSION-VARIANT)",
     )
 }
 
-/// `api.url`. The message does not quote the value: a URL may be long.
+/// `api.url`.
 pub fn url() -> Rule {
-    Rule::new(format!("self.matches({})", cel_string(URL_PATTERN))).message(
+    matching(
+        URL_PATTERN,
         "must be an http:// or https:// URL without spaces, such as https://octopus.example.com (the part before /api)",
     )
 }
 
-/// A rule that `self` matches `pattern`; its message quotes the value, then `expected`.
+/// A rule that `self` matches `pattern`, with `expected` as its message.
 fn matching(pattern: &str, expected: &str) -> Rule {
-    Rule::new(format!("self.matches({})", cel_string(pattern))).message(quoting(expected))
-}
-
-/// A message expression: the rejected value in double quotes, then `text`.
-fn quoting(text: &str) -> Message {
-    Message::Expression(format!(
-        "'\"' + self + {}",
-        cel_string(&format!("\" {text}"))
-    ))
+    Rule::new(format!("self.matches({})", cel_string(pattern))).message(expected)
 }
 
 /// `text` as a single-quoted CEL string literal.
@@ -112,6 +106,7 @@ fn cel_string(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kube::core::Message;
 
     fn message(rule: &Rule) -> String {
         match &rule.message {
