@@ -35,7 +35,7 @@ use tokio::task::JoinHandle;
 pub use config::{Faults, GeneratorConfig, ImagePattern, Timing};
 pub use events::{Event, EventKind};
 pub use model::snapshot::{InstallationSnapshot, TwinState};
-pub use model::{ConfigError, OctopusEnv, PodRuntimeStatus, PodView, Role, Secret};
+pub use model::{ConfigError, OctopusEnv, PodRuntimeStatus, PodView, Role, Secret, Shutdown};
 
 use server::{SharedWorld, lock};
 
@@ -253,6 +253,12 @@ impl TwinHandle {
 
     pub fn delete_pod(&self, namespace: &str, name: &str) {
         self.with_world(|w| w.delete_pod(namespace, name, Timestamp::now()));
+    }
+
+    /// The pod is gone without a clean shutdown (SIGKILL, deleted with grace 0): Octopus
+    /// keeps counting its node as running until its heartbeat ages out.
+    pub fn kill_pod(&self, namespace: &str, name: &str) {
+        self.with_world(|w| w.stop_pod(namespace, name, Shutdown::Killed, Timestamp::now()));
     }
 
     /// Feeds a Service directly; for tests without a control plane.
