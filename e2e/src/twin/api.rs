@@ -396,7 +396,12 @@ pub fn handle(
         }
         (Route::EnvironmentMachines { space, id }, &Method::GET) => {
             match space_id(inst, space).map(|s| inst.inventory.environment(&s, id)) {
-                Ok(Some(e)) => ok(machine_list(inst, &e.space_id, &[e.id.clone()], &ctx)),
+                Ok(Some(e)) => ok(machine_list(
+                    inst,
+                    &e.space_id,
+                    std::slice::from_ref(&e.id),
+                    &ctx,
+                )),
                 Ok(None) => not_found(id),
                 Err(e) => e,
             }

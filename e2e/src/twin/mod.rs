@@ -160,6 +160,12 @@ impl TwinHandle {
         format!("{}/{namespace}/{service}", self.base_url())
     }
 
+    /// One node's own server URL, as through a headless Service:
+    /// `http://127.0.0.1:PORT/{namespace}/{service}/{pod}` (append `/api/...`).
+    pub fn node_url(&self, namespace: &str, service: &str, pod: &str) -> String {
+        format!("{}/{namespace}/{service}/{pod}", self.base_url())
+    }
+
     fn with_world<T>(&self, f: impl FnOnce(&mut model::World) -> T) -> T {
         let mut w = lock(&self.world);
         w.advance(Timestamp::now());
