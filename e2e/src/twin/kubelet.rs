@@ -104,9 +104,18 @@ struct Kubelet {
     omit_pod_ip: bool,
 }
 
-/// A pod deleted with grace 0 is killed (SIGKILL): its server cannot shut down cleanly.
+/// A bound pod deleted with grace 0 is killed (SIGKILL): its server cannot shut down
+/// cleanly. The pods this kubelet plays are never bound (spec.nodeName stays empty), and
+/// the API server deletes unbound pods at once with grace 0 whatever was asked, so for
+/// them that says nothing: they get their grace period (kills come from
+/// `TwinHandle::kill_pod` or the `unclean_shutdown` fault).
 fn shutdown_of(pod: &Pod) -> Shutdown {
-    if pod.metadata.deletion_grace_period_seconds == Some(0) {
+    let bound = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .is_some_and(|n| !n.is_empty());
+    if bound && pod.metadata.deletion_grace_period_seconds == Some(0) {
         Shutdown::Killed
     } else {
         Shutdown::Graceful
