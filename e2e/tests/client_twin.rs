@@ -50,14 +50,8 @@ async fn cluster() -> TwinHandle {
     twin.apply_service(NS, SVC, BTreeMap::from([("app".into(), "octopus".into())]));
     for name in ["octo-0", "octo-1"] {
         twin.apply_pod(pod(name));
-        for _ in 0..500 {
-            if twin.pod_status(NS, name).is_some_and(|s| s.ready) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
         assert!(
-            twin.pod_status(NS, name).is_some_and(|s| s.ready),
+            twin.wait_pod_ready(NS, name, Duration::from_secs(5)).await,
             "{name} ready"
         );
     }

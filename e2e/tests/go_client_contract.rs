@@ -401,13 +401,10 @@ async fn twin() -> (octopus_e2e::twin::TwinHandle, String) {
                 task_cap: None,
             }),
         });
-        for _ in 0..500 {
-            if twin.pod_status(NS, name).is_some_and(|s| s.ready) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert!(twin.pod_status(NS, name).is_some_and(|s| s.ready), "{name}");
+        assert!(
+            twin.wait_pod_ready(NS, name, Duration::from_secs(5)).await,
+            "{name} ready"
+        );
     }
     let url = twin.installation_url(NS, SVC);
     (twin, url)

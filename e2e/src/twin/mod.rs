@@ -251,6 +251,21 @@ impl TwinHandle {
         self.with_world(|w| w.pod_status(namespace, name))
     }
 
+    /// Waits (polling every 10 ms) until the twin reports the pod Ready; false when it is
+    /// not within `within`.
+    pub async fn wait_pod_ready(&self, namespace: &str, name: &str, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if self.pod_status(namespace, name).is_some_and(|s| s.ready) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Feeds a pod directly (what the kubelet role does from a watch); for tests
     /// without a control plane.
     pub fn apply_pod(&self, pod: PodView) {
