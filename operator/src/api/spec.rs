@@ -270,7 +270,8 @@ pub struct ApiSpec {
     /// Default: the operator's `--node-url-template`,
     /// `http://{pod}.{service}.{namespace}.svc:8080`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^https?://[^\s]*\{pod\}[^\s]*$"), length(max = 2048))]
+    #[schemars(length(max = 2048))]
+    #[x_kube(validation = admission::node_url_template())]
     pub node_url_template: Option<String>,
     /// Secret key holding extra PEM CA certificates to trust for an https URL (the API URL
     /// and the nodes' own URLs).
