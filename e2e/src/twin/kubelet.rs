@@ -7,8 +7,8 @@
 //! CreateContainerConfigError when a referenced Secret or key is missing. No scheduler
 //! runs: spec.nodeName stays empty. A pod that disappears or gets a deletionTimestamp
 //! stops its node process. Watch restarts relist and reconcile idempotently. A pod bound
-//! to a node (spec.nodeName set, by a scheduler onto the real node of
-//! `OCTOPUS_OPERATOR_NODE=1`) belongs to that node's kubelet and is left alone.
+//! to a node (spec.nodeName set, by the scheduler onto the real node of
+//! e2e/controlplane/node.sh) belongs to that node's kubelet and is left alone.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
