@@ -11,7 +11,7 @@ use octopus_operator::controller::{self, metrics::Metrics};
 use octopus_operator::process::leader::{self, Election, LeaseSettings};
 use octopus_operator::process::probes::{self, Health};
 use octopus_operator::process::{self, Exit};
-use octopus_operator::{api, planner};
+use octopus_operator::{api, inspect, planner};
 use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
 
@@ -34,6 +34,8 @@ enum Command {
     Crd,
     /// Preview what a version change means and the steps the operator would take.
     Plan(planner::cli::PlanArgs),
+    /// Show where an OctopusCluster stands: nodes, upgrade steps, why it holds, last backup.
+    Status(inspect::StatusArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -116,8 +118,11 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d.into())
 }
 
+/// The name of the binary as the kubectl plugin `kubectl octopus`.
+const KUBECTL_PLUGIN: &str = "kubectl-octopus";
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse();
     match cli.command {
         Command::Run(args) => run(args),
         Command::Crd => match api::crd_yaml() {
@@ -131,7 +136,27 @@ fn main() -> ExitCode {
             }
         },
         Command::Plan(args) => planner::cli::run(&args),
+        Command::Status(args) => inspect::run(&args),
     }
+}
+
+/// The arguments; usage messages say `kubectl octopus` when run as the kubectl plugin.
+fn parse() -> Cli {
+    use clap::{CommandFactory, FromArgMatches};
+    let plugin = std::env::args_os()
+        .next()
+        .and_then(|arg0| {
+            std::path::Path::new(&arg0)
+                .file_name()
+                .map(|n| n == KUBECTL_PLUGIN)
+        })
+        .unwrap_or(false);
+    let mut command = Cli::command();
+    if plugin {
+        command = command.bin_name("kubectl octopus");
+    }
+    let matches = command.get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
 fn run(args: RunArgs) -> ExitCode {
