@@ -815,7 +815,8 @@ async fn install_yaml_applies_server_side_and_grants_the_operator_its_rights() -
 
     // The ReplicaSet controller creates the operator Pod, so it passed Pod Security
     // `restricted` (enforced on the namespace) and the ServiceAccount admission. It stays
-    // Pending: this control plane has no scheduler or kubelet.
+    // Pending: it does not tolerate the real node's taint (and without a node nothing
+    // schedules it).
     let selector = deployment
         .spec
         .selector
