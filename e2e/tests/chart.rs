@@ -597,6 +597,7 @@ fn rendered_deployment_is_hardened_probed_and_configured_from_values() -> Result
             "--log-format=json",
             "--poll-interval=5s",
             "--api-url-template=http://{name}.{namespace}.svc:8080",
+            "--node-url-template=http://{pod}.{service}.{namespace}.svc:8080",
             "--leader-elect=true",
             "--leader-election-lease-name=octopus-operator",
             "--lease-duration=15s",
