@@ -1,9 +1,11 @@
 //! What one reconcile observed, as plain data, and what it decided. The decision core
-//! (`decide`, `safety`, `steps`) reads only these types; the I/O layers (`observe`, `act`)
-//! fill and carry them out. Nothing here talks to Kubernetes or Octopus.
+//! (`decide`, `safety`, `window`; steps and reasons typed in `steps` and `reason`) reads
+//! only these types; the I/O layers (`observe`, `act`, `record`) fill and carry them out.
+//! Nothing here talks to Kubernetes or Octopus.
 
 use jiff::Timestamp;
 
+use super::reason::Reason;
 use crate::api::{BackupStatus, OctopusClusterSpec, OctopusClusterStatus, UpgradeStatus};
 
 /// Everything a decision may depend on, read fresh at the start of a reconcile.
@@ -56,9 +58,9 @@ pub struct PodView {
 pub enum OctopusView {
     /// Not asked: no node can answer (no ready pod).
     NoReadyNode,
-    /// Asked, and it failed; `reason` is a stable CamelCase condition reason.
+    /// Asked, and it failed.
     Unavailable {
-        reason: String,
+        reason: Reason,
         message: String,
     },
     Up(OctopusState),
@@ -159,19 +161,24 @@ pub enum Action {
 }
 
 impl Action {
-    /// Short verb for logs, Events and metrics.
-    pub fn name(&self) -> &'static str {
+    /// The Event reason of the action.
+    pub fn reason(&self) -> Reason {
         match self {
-            Self::SetMaintenance(true) => "MaintenanceOn",
-            Self::SetMaintenance(false) => "MaintenanceOff",
-            Self::SetDrain { drained: true, .. } => "Drain",
-            Self::SetDrain { drained: false, .. } => "Undrain",
-            Self::CancelTasks(_) => "CancelTasks",
-            Self::DeletePod(_) => "ReplacePod",
-            Self::CopyMasterKey { .. } => "CopyMasterKey",
-            Self::CreateBackupJob { .. } => "StartBackup",
-            Self::QueueTentacleTasks { .. } => "QueueTentacleTasks",
+            Self::SetMaintenance(true) => Reason::MaintenanceOn,
+            Self::SetMaintenance(false) => Reason::MaintenanceOff,
+            Self::SetDrain { drained: true, .. } => Reason::Drain,
+            Self::SetDrain { drained: false, .. } => Reason::Undrain,
+            Self::CancelTasks(_) => Reason::CancelTasks,
+            Self::DeletePod(_) => Reason::ReplacePod,
+            Self::CopyMasterKey { .. } => Reason::CopyMasterKey,
+            Self::CreateBackupJob { .. } => Reason::StartBackup,
+            Self::QueueTentacleTasks { .. } => Reason::QueueTentacleTasks,
         }
+    }
+
+    /// Short verb for logs and metrics: the Event reason.
+    pub fn name(&self) -> &'static str {
+        self.reason().as_str()
     }
 
     /// What it does, in words for an Event.
@@ -220,7 +227,7 @@ pub enum Requeue {
 pub struct CondWant {
     pub type_: &'static str,
     pub status: bool,
-    pub reason: String,
+    pub reason: Reason,
     pub message: String,
 }
 
@@ -237,5 +244,5 @@ pub struct Decision {
     pub target_version: Option<String>,
     pub last_backup: Option<BackupStatus>,
     /// A Warning-worthy stop, said once per change (Event).
-    pub stop: Option<(String, String)>,
+    pub stop: Option<(Reason, String)>,
 }

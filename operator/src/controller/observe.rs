@@ -14,6 +14,8 @@ use kube::api::{Api, ListParams};
 use super::model::{
     JobView, Observed, OctopusNode, OctopusState, OctopusView, PodView, StatefulSetView, TaskView,
 };
+use super::reason::Reason;
+use super::steps::{StepKind, Upgrade};
 use super::{Context, Error};
 use crate::api::{OctopusCluster, SecretKeyRef};
 use crate::octopus::{ApiKey, OctopusApi, OctopusEndpoint, TaskQuery, TaskState};
@@ -104,13 +106,15 @@ pub async fn observe(
         (OctopusView::NoReadyNode, None)
     };
 
+    // An upgrade whose steps do not decode stops in the decision core: nothing to read.
     let upgrade = cluster
         .status
         .as_ref()
         .and_then(|s| s.upgrade.as_ref())
-        .filter(|u| u.finished_at.is_none());
+        .filter(|u| u.finished_at.is_none())
+        .and_then(|u| Upgrade::try_from(u).ok());
     let (backup_job, master_key_copy) = match upgrade {
-        Some(u) if u.steps.iter().any(|s| s.action == "backup") => {
+        Some(u) if u.has(StepKind::Backup) => {
             let job = Api::<Job>::namespaced(ctx.client.clone(), &ns)
                 .get_opt(&names::backup_job(&name, &u.from, &u.to))
                 .await?
@@ -148,7 +152,7 @@ pub fn connect(
 ) -> Result<Arc<dyn OctopusApi>, OctopusView> {
     let Some(key) = creds.api_key.clone() else {
         return Err(OctopusView::Unavailable {
-            reason: "SecretNotFound".into(),
+            reason: Reason::SecretNotFound,
             message: "the API key Secret is missing".into(),
         });
     };
@@ -160,7 +164,7 @@ pub fn connect(
     ctx.octopus
         .connect(&endpoint)
         .map_err(|e| OctopusView::Unavailable {
-            reason: e.reason().into(),
+            reason: Reason::from(&e),
             message: e.to_string(),
         })
 }
@@ -216,7 +220,7 @@ async fn octopus_state(api: &dyn OctopusApi) -> OctopusView {
     match result {
         Ok(state) => OctopusView::Up(state),
         Err(e) => OctopusView::Unavailable {
-            reason: e.reason().into(),
+            reason: Reason::from(&e),
             message: e.to_string(),
         },
     }
