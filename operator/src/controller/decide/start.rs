@@ -20,21 +20,11 @@ pub(super) fn steady_or_start(o: &Observed, mut d: Decision, target: &OctopusVer
     let Some(sts) = &o.statefulset else {
         // Day 1. OrderedReady starts node 0 alone first, so a fresh database gets its
         // schema from one node before the others join.
-        let want = StatefulSetWant {
-            version: target.to_string(),
-            replicas,
-        };
-        return match guard_start(o, &want) {
-            Ok(()) => {
-                d.statefulset = Some(want);
-                let progress: Progress = (
-                    Reason::Creating,
-                    format!("creating {replicas} Octopus Server node(s) on {target}"),
-                );
-                report::finish(o, d, None, None, Some(progress))
-            }
-            Err(stop) => report::finish(o, d, None, Some(stop), None),
-        };
+        let progress: Progress = (
+            Reason::Creating,
+            format!("creating {replicas} Octopus Server node(s) on {target}"),
+        );
+        return run_on_target(o, d, target, Some(progress));
     };
 
     let live: Vec<&PodView> = o.pods.iter().filter(|p| !p.terminating).collect();
@@ -71,17 +61,7 @@ pub(super) fn steady_or_start(o: &Observed, mut d: Decision, target: &OctopusVer
         && current_template == o.spec.version;
 
     if all_on_target && from == *target {
-        let want = StatefulSetWant {
-            version: target.to_string(),
-            replicas,
-        };
-        return match guard_start(o, &want) {
-            Ok(()) => {
-                d.statefulset = Some(want);
-                report::finish(o, d, None, None, None)
-            }
-            Err(stop) => report::finish(o, d, None, Some(stop), None),
-        };
+        return run_on_target(o, d, target, None);
     }
 
     let plan = planner::plan(&PlanRequest {
@@ -135,6 +115,27 @@ pub(super) fn steady_or_start(o: &Observed, mut d: Decision, target: &OctopusVer
         steps,
     );
     run::run_upgrade(o, d, upgrade)
+}
+
+/// No upgrade needed: the StatefulSet runs the target with the desired nodes, unless
+/// that would start pods that must not run.
+fn run_on_target(
+    o: &Observed,
+    mut d: Decision,
+    target: &OctopusVersion,
+    progress: Option<Progress>,
+) -> Decision {
+    let want = StatefulSetWant {
+        version: target.to_string(),
+        replicas: o.spec.replicas,
+    };
+    match guard_start(o, &want) {
+        Ok(()) => {
+            d.statefulset = Some(want);
+            report::finish(o, d, None, None, progress)
+        }
+        Err(stop) => report::finish(o, d, None, Some(stop), None),
+    }
 }
 
 /// Pods on two schema lines outside an upgrade: nobody knows which the database is at.

@@ -107,24 +107,17 @@ fn an_unknown_name_is_an_error_naming_the_field_and_the_value() {
 #[test]
 fn the_crd_documents_every_step_name() {
     let schema = serde_json::to_value(schemars::schema_for!(StepStatus)).expect("a schema");
-    let doc = schema["properties"]["action"]["description"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    for kind in StepKind::iter() {
-        assert!(
-            doc.contains(&format!("`{kind}`")),
-            "{kind} missing in {doc:?}"
-        );
-    }
-    let doc = schema["properties"]["state"]["description"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    for state in StepState::iter() {
-        assert!(
-            doc.contains(&format!("`{}`", state.as_str())),
-            "{state:?} missing in {doc:?}"
-        );
-    }
+    let documents = |field: &str, names: Vec<&str>| {
+        let doc = schema["properties"][field]["description"]
+            .as_str()
+            .unwrap_or_default();
+        for name in names {
+            assert!(
+                doc.contains(&format!("`{name}`")),
+                "{field}: {name} missing in {doc:?}"
+            );
+        }
+    };
+    documents("action", StepKind::iter().map(StepKind::as_str).collect());
+    documents("state", StepState::iter().map(StepState::as_str).collect());
 }

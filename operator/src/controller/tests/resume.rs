@@ -5,7 +5,7 @@
 use super::fixtures::*;
 use super::sim::*;
 use super::stops::{failed_migration, tick_and_hold};
-use super::walks::{rolling_sim, stop_the_world_sim};
+use super::walks::{rolling_sim, stop_the_world_sim, tentacles_sim};
 
 fn fixture(name: &str) -> OctopusClusterStatus {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -67,14 +67,7 @@ fn a_sticky_stop_in_old_status_still_holds() {
 
 #[test]
 fn a_pending_tentacles_step_in_old_status_runs_once() {
-    let mut sim = rolling_sim(V1, V1_PATCH, 2);
-    sim.change_spec(|s| {
-        s.tentacles = Some(TentacleSpec {
-            upgrade_tentacles: true,
-            update_calamari: true,
-            environment_ids: vec!["Environments-1".into()],
-        });
-    });
+    let mut sim = tentacles_sim();
     sim.run_until(300, |d| {
         step_of(d) == (Some(StepKind::Undrain), Some("octo-0"))
     });

@@ -124,8 +124,9 @@ fn patch_walks_converge_for_every_cluster_size_and_direction() {
     }
 }
 
-#[test]
-fn a_patch_upgrade_with_tentacle_updates_queues_them_once_at_the_end() {
+/// The rolling walk of [`V1`] -> [`V1_PATCH`] on two nodes, with Tentacle and Calamari
+/// updates asked for.
+pub fn tentacles_sim() -> Sim {
     let mut sim = rolling_sim(V1, V1_PATCH, 2);
     sim.change_spec(|s| {
         s.tentacles = Some(TentacleSpec {
@@ -134,6 +135,12 @@ fn a_patch_upgrade_with_tentacle_updates_queues_them_once_at_the_end() {
             environment_ids: vec!["Environments-1".into()],
         });
     });
+    sim
+}
+
+#[test]
+fn a_patch_upgrade_with_tentacle_updates_queues_them_once_at_the_end() {
+    let mut sim = tentacles_sim();
     sim.run(300);
     sim.assert_converged(V1_PATCH);
     assert_eq!(sim.tentacle_queues, 1);
