@@ -1,7 +1,8 @@
 //! Why the operator may not disrupt a node right now: every safety rule is a named
 //! predicate of one enum. Before a disruptive action all predicates that apply run; the
-//! name and message of the first that fails become the reason the upgrade waits, shown in
-//! status, Events and logs. Pure: reads only [`Observed`].
+//! first that fails holds the step: status names it (`status.upgrade.heldBy`), the
+//! condition reason is `WaitingFor<predicate>` ([`Predicate::reason`]). Pure: reads only
+//! [`Observed`].
 
 use strum::{EnumIter, EnumString, IntoEnumIterator, IntoStaticStr};
 
