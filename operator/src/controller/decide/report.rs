@@ -15,23 +15,42 @@ pub(super) fn finish(
     stop: Option<Stop>,
     progress: Option<Progress>,
 ) -> Decision {
-    let desired = o.spec.replicas;
-    let ready_on_target = o
-        .pods
+    let running = upgrade.filter(|u| u.finished_at.is_none());
+    let upgrading = d.upgrade.as_ref().is_some_and(|u| u.finished_at.is_none());
+    d.conditions = vec![
+        ready(o, upgrading, stop.is_some()),
+        progressing(o, running, stop.as_ref(), progress),
+        degraded(o, running, stop.as_ref()),
+        blocked(stop.as_ref()),
+        paused(o),
+    ];
+    if let Some(s) = stop {
+        d.stop = Some((s.reason, s.message));
+    }
+    if o.spec.paused {
+        d.statefulset = None;
+        d.action = None;
+        d.requeue = Requeue::Idle;
+    }
+    d
+}
+
+/// Pods ready, not terminating, on spec.version.
+fn ready_on_target(o: &Observed) -> usize {
+    o.pods
         .iter()
         .filter(|p| p.ready && !p.terminating && p.version.as_deref() == Some(&o.spec.version))
-        .count();
-    let upgrading = d.upgrade.as_ref().is_some_and(|u| u.finished_at.is_none());
-    let running = upgrade.filter(|u| u.finished_at.is_none());
-    let all_ready = i32::try_from(ready_on_target).unwrap_or(i32::MAX) >= desired && desired > 0;
-    let scaling = o
-        .statefulset
-        .as_ref()
-        .is_some_and(|s| s.replicas != desired)
-        || !all_ready;
+        .count()
+}
 
-    let ready = all_ready && !upgrading && stop.is_none();
-    let mut conditions = vec![CondWant {
+fn all_ready(o: &Observed) -> bool {
+    let desired = o.spec.replicas;
+    i32::try_from(ready_on_target(o)).unwrap_or(i32::MAX) >= desired && desired > 0
+}
+
+fn ready(o: &Observed, upgrading: bool, stopped: bool) -> CondWant {
+    let ready = all_ready(o) && !upgrading && !stopped;
+    CondWant {
         type_: READY,
         status: ready,
         reason: if ready {
@@ -44,12 +63,27 @@ pub(super) fn finish(
             Reason::NodesNotReady
         },
         message: format!(
-            "{ready_on_target}/{desired} node(s) ready on {}",
+            "{}/{} node(s) ready on {}",
+            ready_on_target(o),
+            o.spec.replicas,
             o.spec.version
         ),
-    }];
+    }
+}
 
-    let progressing = match (progress, &stop) {
+fn progressing(
+    o: &Observed,
+    running: Option<&Upgrade>,
+    stop: Option<&Stop>,
+    progress: Option<Progress>,
+) -> CondWant {
+    let desired = o.spec.replicas;
+    let scaling = o
+        .statefulset
+        .as_ref()
+        .is_some_and(|s| s.replicas != desired)
+        || !all_ready(o);
+    let progressing = match (progress, stop) {
         (_, Some(_)) => None,
         (Some(p), None) => Some(p),
         (None, None) if !o.spec.paused && scaling && o.statefulset.is_some() => Some((
@@ -58,18 +92,12 @@ pub(super) fn finish(
         )),
         (None, None) => None,
     };
-    conditions.push(match progressing {
-        Some((reason, message)) => CondWant {
-            type_: PROGRESSING,
-            status: true,
-            reason,
-            message,
-        },
-        None if o.spec.paused => CondWant {
-            type_: PROGRESSING,
-            status: false,
-            reason: Reason::Paused,
-            message: match running {
+    let (status, reason, message) = match progressing {
+        Some((reason, message)) => (true, reason, message),
+        None if o.spec.paused => (
+            false,
+            Reason::Paused,
+            match running {
                 Some(u) => format!(
                     "paused during the upgrade to {} at step {}",
                     u.to,
@@ -77,17 +105,21 @@ pub(super) fn finish(
                 ),
                 None => "paused".into(),
             },
+        ),
+        None => match stop {
+            Some(s) => (false, s.reason, s.message.clone()),
+            None => (false, Reason::Idle, "nothing to do".into()),
         },
-        None => CondWant {
-            type_: PROGRESSING,
-            status: false,
-            reason: stop.as_ref().map_or(Reason::Idle, |s| s.reason),
-            message: stop
-                .as_ref()
-                .map_or_else(|| "nothing to do".into(), |s| s.message.clone()),
-        },
-    });
+    };
+    CondWant {
+        type_: PROGRESSING,
+        status,
+        reason,
+        message,
+    }
+}
 
+fn degraded(o: &Observed, running: Option<&Upgrade>, stop: Option<&Stop>) -> CondWant {
     // While every node stops and the first one migrates, the API is down on purpose.
     let planned_outage = running
         .and_then(|u| u.step)
@@ -100,12 +132,11 @@ pub(super) fn finish(
         }
         _ => None,
     };
-    let degraded = stop
-        .as_ref()
+    let fault = stop
         .filter(|s| s.reason.degraded())
         .map(|s| (s.reason, s.message.clone()))
         .or(octopus_trouble);
-    conditions.push(match degraded {
+    match fault {
         Some((reason, message)) => CondWant {
             type_: DEGRADED,
             status: true,
@@ -118,8 +149,11 @@ pub(super) fn finish(
             reason: Reason::AsExpected,
             message: "no fault observed".into(),
         },
-    });
-    conditions.push(match stop.as_ref().filter(|s| s.reason.blocks()) {
+    }
+}
+
+fn blocked(stop: Option<&Stop>) -> CondWant {
+    match stop.filter(|s| s.reason.blocks()) {
         Some(s) => CondWant {
             type_: UPGRADE_BLOCKED,
             status: true,
@@ -132,8 +166,11 @@ pub(super) fn finish(
             reason: Reason::NotBlocked,
             message: "nothing holds the cluster from its spec".into(),
         },
-    });
-    conditions.push(if o.spec.paused {
+    }
+}
+
+fn paused(o: &Observed) -> CondWant {
+    if o.spec.paused {
         CondWant {
             type_: PAUSED,
             status: true,
@@ -147,17 +184,7 @@ pub(super) fn finish(
             reason: Reason::NotPaused,
             message: "reconciling".into(),
         }
-    });
-    if let Some(s) = stop {
-        d.stop = Some((s.reason, s.message));
     }
-    if o.spec.paused {
-        d.statefulset = None;
-        d.action = None;
-        d.requeue = Requeue::Idle;
-    }
-    d.conditions = conditions;
-    d
 }
 
 /// The one-word phase for `kubectl get`.

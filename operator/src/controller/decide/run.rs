@@ -19,123 +19,20 @@ use crate::version::OctopusVersion;
 
 /// Walks the recorded steps of the upgrade under way.
 pub(super) fn run_upgrade(o: &Observed, mut d: Decision, mut up: Upgrade) -> Decision {
-    // A node that failed holds the upgrade until a person changes the spec: its pod may
-    // look fine a moment later (a restart), but the database state is unknown. Other
-    // stops (a failed backup Job) clear as soon as observation changes.
-    let went_back = o.spec.version == up.from
-        && up.stopped_reason == Some(Reason::NodeFailedAfterMigration)
-        && up.stopped_generation != Some(o.generation);
-    if went_back {
-        // As the stop told them: the database was restored and spec.version names the
-        // old version again. Stop the failed node and bring every node back to it.
-        d.schema_version = Some(up.from.clone());
-        up = return_plan(o, &up);
-    } else if let Some(reason) = up.stopped_reason.filter(|r| r.sticky())
-        && up.stopped_generation == Some(o.generation)
-    {
-        // The message said when the stop happened still holds.
-        let message = o
-            .status
-            .conditions
-            .iter()
-            .find(|c| c.type_ == UPGRADE_BLOCKED)
-            .map(|c| c.message.clone())
-            .unwrap_or_default();
-        d.statefulset = None;
-        d.upgrade = Some(UpgradeStatus::from(&up));
-        return report::finish(o, d, Some(&up), Some(Stop::new(reason, message)), None);
+    if let Some(holding) = lift_stop(o, &mut d, &mut up) {
+        return report::finish(o, d, Some(&up), Some(holding), None);
     }
-    if up.stopped_reason.take().is_some() {
-        // A person changed the spec: the step gets its full timeout again.
-        up.step_started_at = Some(Time(o.now));
-    }
-    up.stopped_generation = None;
-    // Recomputed below: a predicate names itself only while it holds.
-    up.held_by = None;
-
     let Ok(to) = OctopusVersion::parse(&up.to) else {
         d.upgrade = None;
         return report::finish(o, d, None, None, None);
     };
-    let deferred = (o.spec.version != up.to).then(|| {
-        format!(
-            "; spec.version is now {} and is planned once the upgrade to {} finishes",
-            o.spec.version, up.to
-        )
-    });
     let replicas = up.replicas.unwrap_or(o.spec.replicas);
-    let mut progress: Option<Progress> = None;
-    let mut stop = None;
-
-    let mut index = up.steps.iter().position(|s| s.state != StepState::Done);
-    while let Some(i) = index {
-        let step = up.steps[i].clone();
-        if step.state != StepState::Running {
-            up.steps[i].state = StepState::Running;
-            up.step_started_at = Some(Time(o.now));
-        }
-        up.step = Some(step.kind);
-        up.node = step.node.clone();
-        let elapsed = up
-            .step_started_at
-            .as_ref()
-            .map(|t| o.now.duration_since(t.0))
-            .unwrap_or(SignedDuration::ZERO);
-        let cx = StepCx {
-            o,
-            up: &up,
-            step: &step,
-            to: to.to_string(),
-            replicas,
-            elapsed,
-        };
-        let outcome = evaluate(&cx, &mut d);
-        match outcome {
-            Outcome::Done => {
-                up.steps[i].state = StepState::Done;
-                index = up.steps.iter().position(|s| s.state != StepState::Done);
-                if index.is_some() {
-                    up.step_started_at = Some(Time(o.now));
-                }
-            }
-            Outcome::Act(action) => {
-                if step.kind.traits().done_once_acted {
-                    up.steps[i].state = StepState::Done;
-                }
-                progress = Some((
-                    Reason::Upgrading,
-                    format!("{}: {}", step.label(), action.describe()),
-                ));
-                d.action = Some(action);
-                d.requeue = Requeue::Soon;
-                break;
-            }
-            Outcome::Wait {
-                reason,
-                message,
-                poll,
-            } => {
-                progress = Some((reason, format!("{}: {message}", step.label())));
-                d.requeue = if poll { Requeue::Poll } else { Requeue::Idle };
-                break;
-            }
-            Outcome::Held(held) => {
-                // Not started: e.g. stop-all must not scale down while a predicate holds.
-                up.steps[i].state = StepState::Pending;
-                progress = Some((held.predicate.reason(), format!("{}: {held}", step.label())));
-                up.held_by = Some(held);
-                d.requeue = Requeue::Poll;
-                break;
-            }
-            Outcome::Stop(s) => {
-                up.stopped_reason = Some(s.reason);
-                up.stopped_generation = Some(o.generation);
-                stop = Some(s);
-                break;
-            }
-        }
-    }
-    if index.is_none() && stop.is_none() {
+    let Walked {
+        mut progress,
+        mut stop,
+        finished,
+    } = walk(o, &mut d, &mut up, &to, replicas);
+    if finished {
         up.finished_at = Some(Time(o.now));
         up.step = None;
         up.node = None;
@@ -155,8 +52,13 @@ pub(super) fn run_upgrade(o: &Observed, mut d: Decision, mut up: Upgrade) -> Dec
             stop = Some(s);
         }
     }
-    if let (Some(p), Some(extra)) = (progress.as_mut(), deferred) {
-        p.1.push_str(&extra);
+    if let Some(p) = progress.as_mut()
+        && o.spec.version != up.to
+    {
+        p.1.push_str(&format!(
+            "; spec.version is now {} and is planned once the upgrade to {} finishes",
+            o.spec.version, up.to
+        ));
     }
     let finished = up.finished_at.is_some();
     d.upgrade = Some(UpgradeStatus::from(&up));
@@ -164,6 +66,136 @@ pub(super) fn run_upgrade(o: &Observed, mut d: Decision, mut up: Upgrade) -> Dec
         d.requeue = Requeue::Soon;
     }
     report::finish(o, d, Some(&up), stop, progress)
+}
+
+/// A node that failed holds the upgrade until a person changes the spec: its pod may look
+/// fine a moment later (a restart), but the database state is unknown. Other stops (a
+/// failed backup Job) clear as soon as observation changes. Returns the stop that still
+/// holds.
+fn lift_stop(o: &Observed, d: &mut Decision, up: &mut Upgrade) -> Option<Stop> {
+    let went_back = o.spec.version == up.from
+        && up.stopped_reason == Some(Reason::NodeFailedAfterMigration)
+        && up.stopped_generation != Some(o.generation);
+    if went_back {
+        // As the stop told them: the database was restored and spec.version names the
+        // old version again. Stop the failed node and bring every node back to it.
+        d.schema_version = Some(up.from.clone());
+        *up = return_plan(o, up);
+    } else if let Some(reason) = up.stopped_reason.filter(|r| r.sticky())
+        && up.stopped_generation == Some(o.generation)
+    {
+        // The message said when the stop happened still holds.
+        let message = o
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == UPGRADE_BLOCKED)
+            .map(|c| c.message.clone())
+            .unwrap_or_default();
+        d.statefulset = None;
+        d.upgrade = Some(UpgradeStatus::from(&*up));
+        return Some(Stop::new(reason, message));
+    }
+    if up.stopped_reason.take().is_some() {
+        // A person changed the spec: the step gets its full timeout again.
+        up.step_started_at = Some(Time(o.now));
+    }
+    up.stopped_generation = None;
+    // Recomputed by the walk: a predicate names itself only while it holds.
+    up.held_by = None;
+    None
+}
+
+/// Where a walk of the steps ended.
+struct Walked {
+    progress: Option<Progress>,
+    stop: Option<Stop>,
+    /// Every step was done when the walk looked.
+    finished: bool,
+}
+
+/// Walks from the first unfinished step until one acts, waits, is held or stops; records
+/// in `up` where the upgrade stands.
+fn walk(
+    o: &Observed,
+    d: &mut Decision,
+    up: &mut Upgrade,
+    to: &OctopusVersion,
+    replicas: i32,
+) -> Walked {
+    let ended = |progress, stop| Walked {
+        progress,
+        stop,
+        finished: false,
+    };
+    let mut index = up.steps.iter().position(|s| s.state != StepState::Done);
+    while let Some(i) = index {
+        let step = up.steps[i].clone();
+        if step.state != StepState::Running {
+            up.steps[i].state = StepState::Running;
+            up.step_started_at = Some(Time(o.now));
+        }
+        up.step = Some(step.kind);
+        up.node = step.node.clone();
+        let elapsed = up
+            .step_started_at
+            .as_ref()
+            .map(|t| o.now.duration_since(t.0))
+            .unwrap_or(SignedDuration::ZERO);
+        let cx = StepCx {
+            o,
+            up,
+            step: &step,
+            to: to.to_string(),
+            replicas,
+            elapsed,
+        };
+        let outcome = evaluate(&cx, d);
+        match outcome {
+            Outcome::Done => {
+                up.steps[i].state = StepState::Done;
+                index = up.steps.iter().position(|s| s.state != StepState::Done);
+                if index.is_some() {
+                    up.step_started_at = Some(Time(o.now));
+                }
+            }
+            Outcome::Act(action) => {
+                if step.kind.traits().done_once_acted {
+                    up.steps[i].state = StepState::Done;
+                }
+                let progress = format!("{}: {}", step.label(), action.describe());
+                d.action = Some(action);
+                d.requeue = Requeue::Soon;
+                return ended(Some((Reason::Upgrading, progress)), None);
+            }
+            Outcome::Wait {
+                reason,
+                message,
+                poll,
+            } => {
+                d.requeue = if poll { Requeue::Poll } else { Requeue::Idle };
+                return ended(Some((reason, format!("{}: {message}", step.label()))), None);
+            }
+            Outcome::Held(held) => {
+                // Not started: e.g. stop-all must not scale down while a predicate holds.
+                up.steps[i].state = StepState::Pending;
+                let progress = (held.predicate.reason(), format!("{}: {held}", step.label()));
+                up.held_by = Some(held);
+                d.requeue = Requeue::Poll;
+                return ended(Some(progress), None);
+            }
+            Outcome::Stop(s) => {
+                up.stopped_reason = Some(s.reason);
+                up.stopped_generation = Some(o.generation);
+                return ended(None, Some(s));
+            }
+        }
+    }
+    Walked {
+        progress: None,
+        stop: None,
+        finished: true,
+    }
 }
 
 /// The way back from a schema upgrade whose first node failed: stop it, start the old
