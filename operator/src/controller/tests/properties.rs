@@ -328,6 +328,24 @@ pub fn check_decision_properties(o: &Observed, d: &Decision) -> Result<(), TestC
         }
     }
 
+    // heldBy names the predicate exactly while one holds the step, as the reason does.
+    if let Some(up) = d.upgrade.as_ref().filter(|u| u.finished_at.is_none())
+        && !o.spec.paused
+        && d.stop.is_none()
+    {
+        let held = typed(up).held_by.map(|h| h.predicate.reason());
+        let progressing = cond(d, PROGRESSING).reason;
+        let waits_for_predicate = Predicate::iter().any(|p| p.reason() == progressing);
+        prop_assert_eq!(
+            held.is_some(),
+            waits_for_predicate,
+            "heldBy {:?}",
+            up.held_by
+        );
+        if let Some(reason) = held {
+            prop_assert_eq!(reason, progressing);
+        }
+    }
     // The upgrade record: done steps form a prefix, at most one runs, none is undone.
     if let Some(up) = &d.upgrade {
         let states = step_states(up);

@@ -795,6 +795,10 @@ impl Sim {
             );
             assert!(up.step.is_none() && up.node.is_none(), "{up:?}");
             assert!(up.stopped_reason.is_none(), "{up:?}");
+            assert!(
+                up.held_by.is_none(),
+                "nothing holds a finished upgrade: {up:?}"
+            );
         }
         assert!(
             conditions::is_true(&self.status.conditions, READY),
