@@ -126,6 +126,11 @@ impl Scenario {
     pub fn start_operator(&mut self) {
         let config = controller::Config {
             api_url_template: format!("{}/{{namespace}}/{{name}}", self.twin.base_url()),
+            // Each node at its own address: the twin routes /{ns}/{service}/{pod} to it.
+            node_url_template: format!(
+                "{}/{{namespace}}/{{service}}/{{pod}}",
+                self.twin.base_url()
+            ),
             poll_interval: Duration::from_millis(300),
             resync_interval: Duration::from_secs(30),
             namespace: Some(self.ns.name().to_string()),

@@ -46,6 +46,10 @@ struct RunArgs {
     /// {namespace} its namespace.
     #[arg(long, default_value = "http://{name}.{namespace}.svc:8080")]
     api_url_template: String,
+    /// A node's own Octopus URL when spec.api.nodeUrlTemplate is unset; {pod} is the
+    /// node's pod, {service} the headless Service, {namespace} and {name} the cluster's.
+    #[arg(long, default_value = controller::DEFAULT_NODE_URL_TEMPLATE)]
+    node_url_template: String,
     /// How often to look at Octopus while waiting on it, e.g. 5s.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     poll_interval: Duration,
@@ -127,6 +131,7 @@ fn run(args: RunArgs) -> ExitCode {
         });
         let config = controller::Config {
             api_url_template: args.api_url_template,
+            node_url_template: args.node_url_template,
             poll_interval: args.poll_interval,
             namespace: args.namespace,
             ..controller::Config::default()

@@ -35,7 +35,7 @@ use tokio::task::JoinHandle;
 pub use config::{Faults, GeneratorConfig, ImagePattern, Timing};
 pub use events::{Event, EventKind};
 pub use model::snapshot::{InstallationSnapshot, TwinState};
-pub use model::{ConfigError, OctopusEnv, PodRuntimeStatus, PodView, Role, Secret};
+pub use model::{ConfigError, OctopusEnv, PodRuntimeStatus, PodView, Role, Secret, Shutdown};
 
 use server::{SharedWorld, lock};
 
@@ -160,6 +160,12 @@ impl TwinHandle {
         format!("{}/{namespace}/{service}", self.base_url())
     }
 
+    /// One node's own server URL, as through a headless Service:
+    /// `http://127.0.0.1:PORT/{namespace}/{service}/{pod}` (append `/api/...`).
+    pub fn node_url(&self, namespace: &str, service: &str, pod: &str) -> String {
+        format!("{}/{namespace}/{service}/{pod}", self.base_url())
+    }
+
     fn with_world<T>(&self, f: impl FnOnce(&mut model::World) -> T) -> T {
         let mut w = lock(&self.world);
         w.advance(Timestamp::now());
@@ -245,6 +251,21 @@ impl TwinHandle {
         self.with_world(|w| w.pod_status(namespace, name))
     }
 
+    /// Waits (polling every 10 ms) until the twin reports the pod Ready; false when it is
+    /// not within `within`.
+    pub async fn wait_pod_ready(&self, namespace: &str, name: &str, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if self.pod_status(namespace, name).is_some_and(|s| s.ready) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Feeds a pod directly (what the kubelet role does from a watch); for tests
     /// without a control plane.
     pub fn apply_pod(&self, pod: PodView) {
@@ -253,6 +274,12 @@ impl TwinHandle {
 
     pub fn delete_pod(&self, namespace: &str, name: &str) {
         self.with_world(|w| w.delete_pod(namespace, name, Timestamp::now()));
+    }
+
+    /// The pod is gone without a clean shutdown (SIGKILL, deleted with grace 0): Octopus
+    /// keeps counting its node as running until its heartbeat ages out.
+    pub fn kill_pod(&self, namespace: &str, name: &str) {
+        self.with_world(|w| w.stop_pod(namespace, name, Shutdown::Killed, Timestamp::now()));
     }
 
     /// Feeds a Service directly; for tests without a control plane.

@@ -46,6 +46,9 @@ use reason::Reason;
 /// Finalizer that releases maintenance mode and drains before the cluster goes.
 pub const FINALIZER: &str = "octopusoperator.dev/cleanup";
 
+/// A node's own address: its pod's stable DNS name through the headless Service.
+pub const DEFAULT_NODE_URL_TEMPLATE: &str = "http://{pod}.{service}.{namespace}.svc:8080";
+
 /// How long deletion keeps retrying to release Octopus before giving up with an Event.
 pub const CLEANUP_GRACE: Duration = Duration::from_secs(300);
 
@@ -55,6 +58,9 @@ pub struct Config {
     /// Octopus API base URL when spec.api.url is unset; `{name}` and `{namespace}` are
     /// replaced with the cluster's client Service and namespace.
     pub api_url_template: String,
+    /// A node's own base URL when spec.api.nodeUrlTemplate is unset; `{pod}`, `{service}`
+    /// (the headless Service), `{namespace}` and `{name}` are replaced.
+    pub node_url_template: String,
     /// How often to look at Octopus while waiting on it (tasks, versions).
     pub poll_interval: Duration,
     /// Resync when nothing happens.
@@ -67,6 +73,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             api_url_template: "http://{name}.{namespace}.svc:8080".into(),
+            node_url_template: DEFAULT_NODE_URL_TEMPLATE.into(),
             poll_interval: Duration::from_secs(5),
             resync_interval: Duration::from_secs(300),
             namespace: None,
@@ -217,7 +224,21 @@ async fn apply(cached: &OctopusCluster, ctx: &Context) -> Result<Requeue, Error>
         .get(&cached.name_any())
         .await?;
     let cluster = &fresh;
-    let (observed, api) = observe::observe(ctx, cluster).await?;
+    let observe::Observation {
+        observed,
+        nodes,
+        api,
+    } = observe::observe(ctx, cluster).await?;
+    // The decision core does not read these facts yet (issue 9): they are logged so a
+    // node that keeps exiting, e.g. on an aborted database upgrade, shows why.
+    for node in &nodes {
+        if let Some(exit) = &node.last_exit {
+            tracing::debug!(
+                pod = %node.pod, serving = ?node.serving, reason = ?exit.reason,
+                exit_code = exit.exit_code, message = ?exit.message, "node's last exit"
+            );
+        }
+    }
     let decision = decide::decide(&observed);
     let mut failure = None;
     if let Some(want) = &decision.statefulset {
@@ -254,7 +275,7 @@ async fn cleanup(cluster: &OctopusCluster, ctx: &Context) -> Result<Requeue, Err
     let Some(upgrade) = upgrade else {
         return Ok(Requeue::await_change());
     };
-    let (observed, api) = observe::observe(ctx, cluster).await?;
+    let observe::Observation { observed, api, .. } = observe::observe(ctx, cluster).await?;
     if matches!(observed.octopus, model::OctopusView::NoReadyNode) {
         // No node runs, so nobody can answer; waiting would only delay the deletion.
         record::event(

@@ -21,8 +21,8 @@ use tracing::Instrument;
 use super::endpoint::{ApiKey, OctopusEndpoint};
 use super::error::OctopusError;
 use super::models::{
-    ClusterSummary, CreateTask, MaintenanceConfiguration, NodePing, NodeSummary, OctopusServerNode,
-    Page, RootResource, ServerStatusHealth, ServerTask, TaskQuery,
+    ClusterSummary, CreateTask, Machine, MaintenanceConfiguration, NodePing, OctopusServerNode,
+    Page, RootResource, ServerStatusHealth, ServerTask, Space, TaskQuery,
 };
 use super::{OctopusApi, OctopusResult};
 
@@ -175,6 +175,18 @@ impl OctopusClient {
     /// Sends the call (retrying if idempotent) and decodes the answer.
     async fn call<T: DeserializeOwned>(&self, call: Call<'_>) -> OctopusResult<(u16, T)> {
         let route = format!("{} /{}", call.method, call.segments.join("/"));
+        let (status, body) = self.send(call).await?;
+        let value = serde_json::from_slice(&body).map_err(|e| OctopusError::BadResponse {
+            route,
+            status,
+            detail: self.scrub(&e.to_string()),
+        })?;
+        Ok((status, value))
+    }
+
+    /// Sends the call (retrying if idempotent): the status and body of an accepted answer.
+    async fn send(&self, call: Call<'_>) -> OctopusResult<(u16, Vec<u8>)> {
+        let route = format!("{} /{}", call.method, call.segments.join("/"));
         let url = self.url(call.segments, &call.query);
         let span = tracing::debug_span!("octopus_call", method = %call.method, route = %route);
         async {
@@ -195,12 +207,7 @@ impl OctopusClient {
                     })
                     .await?
             };
-            let value = serde_json::from_slice(&body).map_err(|e| OctopusError::BadResponse {
-                route: route.clone(),
-                status,
-                detail: self.scrub(&e.to_string()),
-            })?;
-            Ok((status, value))
+            Ok((status, body))
         }
         .instrument(span)
         .await
@@ -412,8 +419,8 @@ impl OctopusApi for OctopusClient {
             body: None,
             also_ok: &[418],
         };
-        let (status, node) = self.call::<NodeSummary>(call).await?;
-        Ok(NodePing { status, node })
+        let (status, _) = self.send(call).await?;
+        Ok(NodePing { status })
     }
 
     async fn maintenance(&self) -> OctopusResult<MaintenanceConfiguration> {
@@ -458,6 +465,38 @@ impl OctopusApi for OctopusClient {
             }
             None => self.send_json(Method::POST, &["api", "tasks"], task).await,
         }
+    }
+
+    async fn spaces(&self, skip: u32, take: u32) -> OctopusResult<Page<Space>> {
+        let call = Call {
+            method: Method::GET,
+            segments: &["api", "spaces"],
+            query: vec![("skip", skip.to_string()), ("take", take.to_string())],
+            body: None,
+            also_ok: &[],
+        };
+        Ok(self.call(call).await?.1)
+    }
+
+    async fn machines(
+        &self,
+        space: &str,
+        environment_ids: &[String],
+        skip: u32,
+        take: u32,
+    ) -> OctopusResult<Page<Machine>> {
+        let mut query = vec![("skip", skip.to_string()), ("take", take.to_string())];
+        if !environment_ids.is_empty() {
+            query.push(("environmentIds", environment_ids.join(",")));
+        }
+        let call = Call {
+            method: Method::GET,
+            segments: &["api", space, "machines"],
+            query,
+            body: None,
+            also_ok: &[],
+        };
+        Ok(self.call(call).await?.1)
     }
 
     async fn health(&self) -> OctopusResult<ServerStatusHealth> {
