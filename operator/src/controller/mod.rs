@@ -234,7 +234,7 @@ async fn apply(cached: &OctopusCluster, ctx: &Context) -> Result<Requeue, Error>
     for node in &nodes {
         if let Some(exit) = &node.last_exit {
             tracing::debug!(
-                pod = %node.pod, serving = ?node.serving, reason = ?exit.reason,
+                pod = %node.pod, serving = ?node.serving, reason = ?exit.kubelet_reason,
                 exit_code = exit.exit_code, message = ?exit.message, "node's last exit"
             );
         }

@@ -71,7 +71,8 @@ pub struct NodeFacts {
 /// A container's last termination, as the kubelet reports it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ContainerExit {
-    pub reason: Option<String>,
+    /// The kubelet's word for it (`Error`, `OOMKilled`), not one of the operator's reasons.
+    pub kubelet_reason: Option<String>,
     /// The termination message (with `FallbackToLogsOnError`, the tail of the log).
     pub message: Option<String>,
     pub exit_code: i32,

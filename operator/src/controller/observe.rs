@@ -429,7 +429,7 @@ fn last_exit(pod: &Pod) -> Option<ContainerExit> {
         .terminated
         .as_ref()?;
     Some(ContainerExit {
-        reason: terminated.reason.clone(),
+        kubelet_reason: terminated.reason.clone(),
         message: terminated.message.clone(),
         exit_code: terminated.exit_code,
         finished_at: terminated.finished_at.as_ref().map(|f| f.0),

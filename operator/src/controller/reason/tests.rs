@@ -180,8 +180,8 @@ const NOT_REASONS: &[(&str, &[&str])] = &[
     ),
     // A condition status.
     ("record.rs", &["True"]),
-    // The argument of Octopus's Upgrade and UpdateCalamari tasks.
-    ("act.rs", &["EnvironmentId"]),
+    // Arguments of Octopus's Upgrade and UpdateCalamari tasks.
+    ("act.rs", &["EnvironmentId", "MachineIds"]),
 ];
 
 /// Why `code` (one source file's code, tests cut off) spells a reason as a string.
@@ -221,7 +221,14 @@ fn reasons_spelled_as_strings(file: &str, code: &str) -> Vec<String> {
             "reason:&'staticstr",
             "reason:Option<String>",
         ] {
-            if squeezed.contains(typed) {
+            // `reason: String`, not `kubelet_reason: String`.
+            let declared = squeezed.match_indices(typed).any(|(at, _)| {
+                !squeezed[..at]
+                    .chars()
+                    .next_back()
+                    .is_some_and(|c| c.is_alphanumeric() || c == '_')
+            });
+            if declared {
                 found.push(format!("{file}:{}: a reason typed as a string", i + 1));
             }
         }
@@ -383,6 +390,10 @@ fn the_scan_catches_what_it_is_meant_to() {
     assert!(caught("struct Stop {\n    reason: String,\n}"));
     assert!(caught("fn event(reason: &str) {}"));
     assert!(caught("fn event(reason : & 'static str) {}"));
+    assert!(caught("fn event(id: u32, reason: Option<String>) {}"));
+    assert!(!caught(
+        "struct Exit {\n    kubelet_reason: Option<String>,\n}"
+    ));
     assert!(caught("if up.state == \"Done\" {}"));
     assert!(caught(
         r#"matches!(step.action.as_str(), "drain" | "wait-tasks")"#
