@@ -14,11 +14,11 @@
 //! on the `OctopusServerNodes` link) — and decodes every answer into structs with the Go
 //! models' JSON names and types, so a field the Go client could not decode fails here.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use octopus_e2e::twin::{GeneratorConfig, OctopusEnv, PodView, Secret, Timing, Twin, TwinConfig};
+use octopus_e2e::twin::{GeneratorConfig, Timing, Twin, TwinConfig};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -385,28 +385,16 @@ async fn twin() -> (octopus_e2e::twin::TwinHandle, String) {
     })
     .await
     .expect("twin starts");
-    let labels = BTreeMap::from([("app".to_string(), "octopus".to_string())]);
-    twin.apply_service(NS, SVC, labels.clone());
-    for name in ["octo-0", "octo-1"] {
-        twin.apply_pod(PodView {
-            namespace: NS.into(),
-            name: name.into(),
-            uid: format!("{name}-uid"),
-            labels: labels.clone(),
-            image: "octopusdeploy/octopusdeploy:2024.2.9220".into(),
-            env: Ok(OctopusEnv {
-                node_name: name.into(),
-                connection_string: Secret::new("Server=sql;Database=GoSdk;Password=x"),
-                admin_api_key: Some(Secret::new(KEY)),
-                task_cap: None,
-            }),
-        });
-        assert!(
-            twin.wait_pod_ready(NS, name, Duration::from_secs(5)).await,
-            "{name} ready"
-        );
-    }
-    let url = twin.installation_url(NS, SVC);
+    let url = twin
+        .play_installation(
+            NS,
+            SVC,
+            &["octo-0", "octo-1"],
+            "octopusdeploy/octopusdeploy:2024.2.9220",
+            KEY,
+        )
+        .await
+        .expect("both pods ready");
     (twin, url)
 }
 

@@ -291,6 +291,46 @@ impl TwinHandle {
         self.with_world(|w| w.delete_service(namespace, name));
     }
 
+    /// Plays one installation without a control plane: Service `service` in `namespace`
+    /// selecting `app=octopus`, and one Ready pod per name running `image` whose admin
+    /// API key is `api_key`. Returns the installation's URL; None when a pod is not Ready
+    /// within 5 s.
+    pub async fn play_installation(
+        &self,
+        namespace: &str,
+        service: &str,
+        pods: &[&str],
+        image: &str,
+        api_key: &str,
+    ) -> Option<String> {
+        let labels = BTreeMap::from([("app".to_string(), "octopus".to_string())]);
+        self.apply_service(namespace, service, labels.clone());
+        for name in pods {
+            self.apply_pod(PodView {
+                namespace: namespace.into(),
+                name: (*name).into(),
+                uid: format!("{name}-uid"),
+                labels: labels.clone(),
+                image: image.into(),
+                env: Ok(OctopusEnv {
+                    node_name: (*name).into(),
+                    connection_string: Secret::new(format!(
+                        "Server=sql;Database={namespace}-{service};Password=x"
+                    )),
+                    admin_api_key: Some(Secret::new(api_key)),
+                    task_cap: None,
+                }),
+            });
+            if !self
+                .wait_pod_ready(namespace, name, Duration::from_secs(5))
+                .await
+            {
+                return None;
+            }
+        }
+        Some(self.installation_url(namespace, service))
+    }
+
     /// Stops serving, the clock and the kubelet role.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);

@@ -38,8 +38,9 @@ use kube::{Client, ResourceExt};
 use tracing::{info, instrument, warn};
 
 use crate::api::OctopusCluster;
-use crate::octopus::{OctopusApi, OctopusClient, OctopusEndpoint, OctopusError};
+use crate::octopus::{CallObserver, OctopusApi, OctopusClient, OctopusEndpoint, OctopusError};
 use crate::planner::Strategy;
+use crate::process::probes::Health;
 use crate::resources::labels;
 use reason::Reason;
 
@@ -90,6 +91,17 @@ pub trait OctopusConnector: Send + Sync {
 #[derive(Default)]
 pub struct HttpConnector {
     clients: Mutex<HashMap<String, (String, Arc<OctopusClient>)>>,
+    observer: Option<Arc<dyn CallObserver>>,
+}
+
+impl HttpConnector {
+    /// A connector whose clients report every call to `observer` (metrics).
+    pub fn observed_by(observer: Arc<dyn CallObserver>) -> Self {
+        Self {
+            clients: Mutex::default(),
+            observer: Some(observer),
+        }
+    }
 }
 
 impl OctopusConnector for HttpConnector {
@@ -105,7 +117,11 @@ impl OctopusConnector for HttpConnector {
         {
             return Ok(c.clone());
         }
-        let client = Arc::new(OctopusClient::new(endpoint)?);
+        let mut client = OctopusClient::new(endpoint)?;
+        if let Some(observer) = &self.observer {
+            client = client.with_observer(observer.clone());
+        }
+        let client = Arc::new(client);
         clients.insert(endpoint.base_url.clone(), (key, client.clone()));
         Ok(client)
     }
@@ -152,6 +168,16 @@ impl Error {
 
 /// Runs the controller until a shutdown signal.
 pub async fn run(client: Client, config: Config, metrics: Arc<metrics::Metrics>) {
+    run_with(client, config, metrics, Arc::default()).await;
+}
+
+/// [`run`], telling `health` when the OctopusCluster watch cache holds its first list.
+pub async fn run_with(
+    client: Client,
+    config: Config,
+    metrics: Arc<metrics::Metrics>,
+    health: Arc<Health>,
+) {
     let (clusters, stss, jobs, pods) = match &config.namespace {
         Some(ns) => (
             Api::<OctopusCluster>::namespaced(client.clone(), ns),
@@ -177,11 +203,18 @@ pub async fn run(client: Client, config: Config, metrics: Arc<metrics::Metrics>)
             },
         ),
         client,
-        octopus: Arc::new(HttpConnector::default()),
+        octopus: Arc::new(HttpConnector::observed_by(metrics.clone())),
         config,
         metrics,
     });
-    Controller::new(clusters, watcher::Config::default().any_semantic())
+    let controller = Controller::new(clusters, watcher::Config::default().any_semantic());
+    let store = controller.store();
+    let synced = async move {
+        if store.wait_until_ready().await.is_ok() {
+            health.set_synced();
+        }
+    };
+    let running = controller
         .owns(stss, managed.clone())
         .owns(jobs, managed.clone())
         .watches(pods, managed, |pod: Pod| {
@@ -194,8 +227,8 @@ pub async fn run(client: Client, config: Config, metrics: Arc<metrics::Metrics>)
             if let Err(e) = result {
                 warn!(error = %e, "reconcile loop");
             }
-        })
-        .await;
+        });
+    futures::future::join(synced, running).await;
 }
 
 /// One reconcile, wrapped in the finalizer so apply and cleanup are plain functions. Its
@@ -267,6 +300,8 @@ async fn apply(cached: &OctopusCluster, ctx: &Context) -> Result<Requeue, Error>
 /// maintenance mode, drained nodes), so the database is not left locked for whoever uses
 /// it next. Owned objects then go by garbage collection; storage claims stay.
 async fn cleanup(cluster: &OctopusCluster, ctx: &Context) -> Result<Requeue, Error> {
+    let ns = cluster.namespace().unwrap_or_default();
+    ctx.metrics.forget_cluster(&ns, &cluster.name_any());
     let upgrade = cluster
         .status
         .as_ref()

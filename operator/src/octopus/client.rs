@@ -7,6 +7,7 @@
 //! line per attempt. It does not decide anything.
 
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -52,6 +53,13 @@ impl Default for ClientOptions {
     }
 }
 
+/// Told about every attempt of every call (metrics): the method, the route template
+/// (`/api/octopusservernodes/{id}`, never an id) and the HTTP status, or `None` when no
+/// answer came (timeout, connection refused).
+pub trait CallObserver: Send + Sync {
+    fn observed(&self, method: &str, route: &'static str, status: Option<u16>);
+}
+
 /// Talks to one Octopus Server endpoint. Cheap to clone (the connection pool is shared).
 #[derive(Clone)]
 pub struct OctopusClient {
@@ -59,6 +67,7 @@ pub struct OctopusClient {
     base: Url,
     api_key: ApiKey,
     options: ClientOptions,
+    observer: Option<Arc<dyn CallObserver>>,
 }
 
 impl fmt::Debug for OctopusClient {
@@ -87,6 +96,8 @@ const MAX_MESSAGE_CHARS: usize = 400;
 /// One prepared call.
 struct Call<'a> {
     method: Method,
+    /// The route template, for metrics.
+    template: &'static str,
     /// Path under the base URL, as segments (each percent-encoded on its own).
     segments: &'a [&'a str],
     query: Vec<(&'static str, String)>,
@@ -144,7 +155,14 @@ impl OctopusClient {
             base,
             api_key,
             options,
+            observer: None,
         })
+    }
+
+    /// Reports every attempt to `observer`.
+    pub fn with_observer(mut self, observer: Arc<dyn CallObserver>) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// The normalised base URL (ends in `/`).
@@ -238,6 +256,10 @@ impl OctopusClient {
         }
         .await;
         let elapsed_ms = started.elapsed().as_millis() as u64;
+        if let Some(observer) = &self.observer {
+            let status = answer.as_ref().ok().map(|(status, _)| status.as_u16());
+            observer.observed(call.method.as_str(), call.template, status);
+        }
         let (status, body) = match answer {
             Ok(answer) => answer,
             Err(error) => {
@@ -315,9 +337,14 @@ impl OctopusClient {
         }
     }
 
-    async fn get<T: DeserializeOwned>(&self, segments: &[&str]) -> OctopusResult<T> {
+    async fn get<T: DeserializeOwned>(
+        &self,
+        template: &'static str,
+        segments: &[&str],
+    ) -> OctopusResult<T> {
         let call = Call {
             method: Method::GET,
+            template,
             segments,
             query: Vec::new(),
             body: None,
@@ -329,6 +356,7 @@ impl OctopusClient {
     async fn send_json<B: serde::Serialize, T: DeserializeOwned>(
         &self,
         method: Method,
+        template: &'static str,
         segments: &[&str],
         body: &B,
     ) -> OctopusResult<T> {
@@ -340,6 +368,7 @@ impl OctopusClient {
         })?;
         let call = Call {
             method,
+            template,
             segments,
             query: Vec::new(),
             body: Some(body),
@@ -395,25 +424,39 @@ fn describe(error: &(dyn std::error::Error + 'static)) -> String {
 #[async_trait]
 impl OctopusApi for OctopusClient {
     async fn root(&self) -> OctopusResult<RootResource> {
-        self.get(&["api"]).await
+        self.get("/api", &["api"]).await
     }
 
     async fn cluster_summary(&self) -> OctopusResult<ClusterSummary> {
-        self.get(&["api", "octopusservernodes", "summary"]).await
+        self.get(
+            "/api/octopusservernodes/summary",
+            &["api", "octopusservernodes", "summary"],
+        )
+        .await
     }
 
     async fn get_node(&self, id: &str) -> OctopusResult<OctopusServerNode> {
-        self.get(&["api", "octopusservernodes", id]).await
+        self.get(
+            "/api/octopusservernodes/{id}",
+            &["api", "octopusservernodes", id],
+        )
+        .await
     }
 
     async fn update_node(&self, node: &OctopusServerNode) -> OctopusResult<OctopusServerNode> {
-        self.send_json(Method::PUT, &["api", "octopusservernodes", &node.id], node)
-            .await
+        self.send_json(
+            Method::PUT,
+            "/api/octopusservernodes/{id}",
+            &["api", "octopusservernodes", &node.id],
+            node,
+        )
+        .await
     }
 
     async fn ping(&self) -> OctopusResult<NodePing> {
         let call = Call {
             method: Method::GET,
+            template: "/api/octopusservernodes/ping",
             segments: &["api", "octopusservernodes", "ping"],
             query: Vec::new(),
             body: None,
@@ -424,20 +467,30 @@ impl OctopusApi for OctopusClient {
     }
 
     async fn maintenance(&self) -> OctopusResult<MaintenanceConfiguration> {
-        self.get(&["api", "maintenanceconfiguration"]).await
+        self.get(
+            "/api/maintenanceconfiguration",
+            &["api", "maintenanceconfiguration"],
+        )
+        .await
     }
 
     async fn update_maintenance(
         &self,
         config: &MaintenanceConfiguration,
     ) -> OctopusResult<MaintenanceConfiguration> {
-        self.send_json(Method::PUT, &["api", "maintenanceconfiguration"], config)
-            .await
+        self.send_json(
+            Method::PUT,
+            "/api/maintenanceconfiguration",
+            &["api", "maintenanceconfiguration"],
+            config,
+        )
+        .await
     }
 
     async fn tasks(&self, query: &TaskQuery) -> OctopusResult<Page<ServerTask>> {
         let call = Call {
             method: Method::GET,
+            template: "/api/tasks",
             segments: &["api", "tasks"],
             query: query.to_pairs(),
             body: None,
@@ -449,6 +502,7 @@ impl OctopusApi for OctopusClient {
     async fn cancel_task(&self, id: &str) -> OctopusResult<ServerTask> {
         let call = Call {
             method: Method::POST,
+            template: "/api/tasks/{id}/cancel",
             segments: &["api", "tasks", id, "cancel"],
             query: Vec::new(),
             body: None,
@@ -460,16 +514,25 @@ impl OctopusApi for OctopusClient {
     async fn create_task(&self, task: &CreateTask) -> OctopusResult<ServerTask> {
         match &task.space_id {
             Some(space) => {
-                self.send_json(Method::POST, &["api", space, "tasks"], task)
+                self.send_json(
+                    Method::POST,
+                    "/api/{spaceId}/tasks",
+                    &["api", space, "tasks"],
+                    task,
+                )
+                .await
+            }
+            None => {
+                self.send_json(Method::POST, "/api/tasks", &["api", "tasks"], task)
                     .await
             }
-            None => self.send_json(Method::POST, &["api", "tasks"], task).await,
         }
     }
 
     async fn spaces(&self, skip: u32, take: u32) -> OctopusResult<Page<Space>> {
         let call = Call {
             method: Method::GET,
+            template: "/api/spaces",
             segments: &["api", "spaces"],
             query: vec![("skip", skip.to_string()), ("take", take.to_string())],
             body: None,
@@ -491,6 +554,7 @@ impl OctopusApi for OctopusClient {
         }
         let call = Call {
             method: Method::GET,
+            template: "/api/{spaceId}/machines",
             segments: &["api", space, "machines"],
             query,
             body: None,
@@ -502,6 +566,7 @@ impl OctopusApi for OctopusClient {
     async fn health(&self) -> OctopusResult<ServerStatusHealth> {
         let call = Call {
             method: Method::GET,
+            template: "/api/serverstatus/health",
             segments: &["api", "serverstatus", "health"],
             query: Vec::new(),
             body: None,

@@ -817,3 +817,55 @@ fn the_trait_is_object_safe() {
     let api: Arc<dyn OctopusApi> = Arc::new(client);
     drop(api);
 }
+
+/// Records what the client reports, for the metrics.
+#[derive(Default)]
+struct Calls(Mutex<Vec<(String, &'static str, Option<u16>)>>);
+
+impl CallObserver for Calls {
+    fn observed(&self, method: &str, route: &'static str, status: Option<u16>) {
+        self.0.lock().unwrap().push((method.into(), route, status));
+    }
+}
+
+#[tokio::test]
+async fn every_attempt_is_reported_by_route_template() {
+    let server = fake(|seen, n| match seen.path.as_str() {
+        "/api/octopusservernodes/summary" if n == 0 => reply(503, json!({})),
+        "/api/octopusservernodes/summary" => reply(200, json!({"Nodes": [], "Links": {}})),
+        _ => reply(
+            404,
+            json!({"ErrorMessage": "The resource you requested was not found."}),
+        ),
+    })
+    .await;
+    let calls = Arc::new(Calls::default());
+    let client = client_for(&server.base()).with_observer(calls.clone());
+    client.cluster_summary().await.unwrap();
+    client
+        .get_node("OctopusServerNodes-octo-0")
+        .await
+        .unwrap_err();
+    let seen = calls.0.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        [
+            ("GET".into(), "/api/octopusservernodes/summary", Some(503)),
+            ("GET".into(), "/api/octopusservernodes/summary", Some(200)),
+            ("GET".into(), "/api/octopusservernodes/{id}", Some(404)),
+        ]
+    );
+
+    // No answer at all: no status.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let calls = Arc::new(Calls::default());
+    let options = ClientOptions {
+        retries: 0,
+        ..fast_options()
+    };
+    let client = client_with(&format!("http://{addr}"), KEY, options).with_observer(calls.clone());
+    client.root().await.unwrap_err();
+    assert_eq!(*calls.0.lock().unwrap(), [("GET".into(), "/api", None)]);
+}

@@ -26,7 +26,7 @@ use std::collections::HashSet;
 
 use async_trait::async_trait;
 
-pub use client::{API_KEY_HEADER, ClientOptions, OctopusClient};
+pub use client::{API_KEY_HEADER, CallObserver, ClientOptions, OctopusClient};
 pub use endpoint::{ApiKey, OctopusEndpoint};
 pub use error::OctopusError;
 pub use models::{

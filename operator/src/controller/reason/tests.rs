@@ -180,9 +180,18 @@ const NOT_REASONS: &[(&str, &[&str])] = &[
     ),
     // A condition status.
     ("record.rs", &["True"]),
+    // Condition statuses, read back from status for the per-cluster series.
+    ("metrics.rs", &["True", "False"]),
     // Arguments of Octopus's Upgrade and UpdateCalamari tasks.
     ("act.rs", &["EnvironmentId", "MachineIds"]),
 ];
+
+/// Files that may hold a reason as a string, and why: they copy it from a status the API
+/// server returned, whatever operator version wrote it.
+const REASONS_READ_BACK: &[(&str, &str)] = &[(
+    "metrics.rs",
+    "metric labels copy condition reasons from the status as the API server returns it",
+)];
 
 /// Why `code` (one source file's code, tests cut off) spells a reason as a string.
 fn reasons_spelled_as_strings(file: &str, code: &str) -> Vec<String> {
@@ -211,6 +220,9 @@ fn reasons_spelled_as_strings(file: &str, code: &str) -> Vec<String> {
         if steps.contains(&literal.as_str()) {
             found.push(format!("{file}:{line}: {literal:?} is a step name"));
         }
+    }
+    if REASONS_READ_BACK.iter().any(|(f, _)| *f == file) {
+        return found;
     }
     let code_only: String = string_literals_blanked(code);
     for (i, text) in code_only.lines().enumerate() {
