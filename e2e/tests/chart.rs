@@ -597,6 +597,7 @@ fn rendered_deployment_is_hardened_probed_and_configured_from_values() -> Result
             "--log-format=json",
             "--poll-interval=5s",
             "--api-url-template=http://{name}.{namespace}.svc:8080",
+            "--node-url-template=http://{pod}.{service}.{namespace}.svc:8080",
             "--leader-elect=true",
             "--leader-election-lease-name=octopus-operator",
             "--lease-duration=15s",
@@ -815,7 +816,8 @@ async fn install_yaml_applies_server_side_and_grants_the_operator_its_rights() -
 
     // The ReplicaSet controller creates the operator Pod, so it passed Pod Security
     // `restricted` (enforced on the namespace) and the ServiceAccount admission. It stays
-    // Pending: this control plane has no scheduler or kubelet.
+    // Pending: it does not tolerate the real node's taint (and without a node nothing
+    // schedules it).
     let selector = deployment
         .spec
         .selector
