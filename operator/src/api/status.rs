@@ -100,7 +100,7 @@ pub struct UpgradeStatus {
     /// `rolling` (one node at a time) or `stop-the-world` (schema change).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strategy: Option<String>,
-    /// The step being carried out, e.g. `drain` or `wait-schema`.
+    /// The step being carried out, e.g. `drain` or `wait-schema` (see `steps[].action`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step: Option<String>,
     /// The node the step acts on, for per-node steps.
@@ -118,27 +118,43 @@ pub struct UpgradeStatus {
     /// Nodes the upgrade runs with; a change of spec.replicas waits until it ends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicas: Option<i32>,
-    /// Why the upgrade stopped and waits for a person, when it did.
+    /// Why the upgrade stopped and waits for a person, when it did (a condition reason).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped_reason: Option<String>,
     /// The spec generation the stop applies to: a spec change lets the operator look again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped_generation: Option<i64>,
+    /// The safety predicate that holds the current step back, when one does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_by: Option<HeldBy>,
     /// The planned steps and their state.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<StepStatus>,
 }
 
-/// One planned step.
+/// A safety predicate that holds a step back, and what it waits for.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HeldBy {
+    /// The predicate, e.g. `OtherNodesServing`; the condition reason is `WaitingFor` + it.
+    pub predicate: String,
+    /// What it waits for, e.g. `node octo-1 is not ready; octo-2 must wait`.
+    pub message: String,
+}
+
+/// One planned step. The names are stable (status written by any earlier operator keeps
+/// decoding); the operator reads them once into its typed steps (`controller::steps`).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StepStatus {
-    /// What the step does, e.g. `drain`, `backup`, `start-first`.
+    /// What the step does: `maintenance-on`, `drain`, `wait-tasks`, `replace`,
+    /// `wait-ready`, `verify-version`, `undrain`, `backup`, `stop-all`, `start-first`,
+    /// `wait-schema`, `start-rest`, `verify`, `maintenance-off` or `tentacles`.
     pub action: String,
     /// Node the step acts on, for per-node steps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
-    /// Pending, Running, Done.
+    /// `Pending`, `Running` or `Done`.
     pub state: String,
 }
 

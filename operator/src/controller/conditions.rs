@@ -35,7 +35,7 @@ pub fn merge(
             Condition {
                 type_: want.type_.to_string(),
                 status: status.to_string(),
-                reason: want.reason.clone(),
+                reason: want.reason.as_str().to_string(),
                 message: want.message.clone(),
                 observed_generation: Some(generation),
                 last_transition_time: since,
@@ -52,33 +52,4 @@ pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn want(status: bool, reason: &str) -> CondWant {
-        CondWant {
-            type_: READY,
-            status,
-            reason: reason.into(),
-            message: String::new(),
-        }
-    }
-
-    #[test]
-    fn transition_time_moves_only_when_status_flips() {
-        let t0: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
-        let t1: Timestamp = "2026-01-01T00:05:00Z".parse().unwrap();
-        let t2: Timestamp = "2026-01-01T00:10:00Z".parse().unwrap();
-        let first = merge(&[], &[want(false, "Creating")], 1, t0);
-        assert_eq!(first[0].last_transition_time, Time(t0));
-        // Same status, new reason: the time stays.
-        let second = merge(&first, &[want(false, "WaitingForNodes")], 2, t1);
-        assert_eq!(second[0].last_transition_time, Time(t0));
-        assert_eq!(second[0].reason, "WaitingForNodes");
-        assert_eq!(second[0].observed_generation, Some(2));
-        // Flip: the time moves.
-        let third = merge(&second, &[want(true, "Ready")], 2, t2);
-        assert_eq!(third[0].last_transition_time, Time(t2));
-        assert!(is_true(&third, READY));
-    }
-}
+mod tests;

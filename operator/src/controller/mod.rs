@@ -1,7 +1,8 @@
 //! The reconciler: observe -> decide (pure) -> act (one idempotent step) -> record.
 //!
 //! - [`observe`]: reads the cluster's objects and Octopus's view (reads only).
-//! - [`decide`], [`safety`], [`window`], [`conditions`]: the pure decision core.
+//! - [`decide`], [`safety`], [`window`], [`conditions`]: the pure decision core, over the
+//!   typed steps of [`steps`] and the reasons of [`reason`].
 //! - [`act`]: applies owned objects and performs the decided action.
 //! - [`record`]: writes status (server-side apply) and Events.
 //!
@@ -13,8 +14,10 @@ pub mod decide;
 pub mod metrics;
 pub mod model;
 pub mod observe;
+pub mod reason;
 pub mod record;
 pub mod safety;
+pub mod steps;
 pub mod window;
 
 use std::collections::HashMap;
@@ -32,12 +35,14 @@ use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use kube::{Client, ResourceExt};
-use tracing::{info, warn};
+use tracing::{info, instrument, warn};
 
 use crate::api::OctopusCluster;
 use crate::octopus::{CallObserver, OctopusApi, OctopusClient, OctopusEndpoint, OctopusError};
+use crate::planner::Strategy;
 use crate::process::probes::Health;
 use crate::resources::labels;
+use reason::Reason;
 
 /// Finalizer that releases maintenance mode and drains before the cluster goes.
 pub const FINALIZER: &str = "octopusoperator.dev/cleanup";
@@ -226,7 +231,9 @@ pub async fn run_with(
     futures::future::join(synced, running).await;
 }
 
-/// One reconcile, wrapped in the finalizer so apply and cleanup are plain functions.
+/// One reconcile, wrapped in the finalizer so apply and cleanup are plain functions. Its
+/// span names the cluster, so every log line of observe, act and record does too.
+#[instrument(skip(cluster, ctx), fields(cluster = %cluster.name_any(), namespace = %cluster.namespace().unwrap_or_default()))]
 pub async fn reconcile(cluster: Arc<OctopusCluster>, ctx: Arc<Context>) -> Result<Requeue, Error> {
     let _timer = ctx.metrics.reconcile_timer();
     let ns = cluster.namespace().unwrap_or_default();
@@ -260,7 +267,7 @@ async fn apply(cached: &OctopusCluster, ctx: &Context) -> Result<Requeue, Error>
     for node in &nodes {
         if let Some(exit) = &node.last_exit {
             tracing::debug!(
-                pod = %node.pod, serving = ?node.serving, reason = ?exit.reason,
+                pod = %node.pod, serving = ?node.serving, reason = ?exit.kubelet_reason,
                 exit_code = exit.exit_code, message = ?exit.message, "node's last exit"
             );
         }
@@ -310,7 +317,7 @@ async fn cleanup(cluster: &OctopusCluster, ctx: &Context) -> Result<Requeue, Err
             ctx,
             cluster,
             true,
-            "ReleaseImpossible",
+            Reason::ReleaseImpossible,
             "No Octopus node runs to release maintenance mode and drained nodes; the database keeps them until an administrator turns them off",
         )
         .await;
@@ -319,12 +326,13 @@ async fn cleanup(cluster: &OctopusCluster, ctx: &Context) -> Result<Requeue, Err
     let result = async {
         let api = api.ok_or(Error::NoOctopusApi)?;
         let state = observed.octopus.state().ok_or(Error::NoOctopusApi)?;
-        if state.maintenance && upgrade.strategy.as_deref() == Some("stop-the-world") {
+        let stop_the_world = upgrade.strategy.as_deref().map(str::parse::<Strategy>)
+            == Some(Ok(Strategy::StopTheWorld));
+        if state.maintenance && stop_the_world {
             api.set_maintenance(false).await?;
         }
         for node in state.nodes.iter().filter(|n| n.drained) {
-            let ours = upgrade.strategy.as_deref() == Some("stop-the-world")
-                || upgrade.node.as_deref() == Some(node.name.as_str());
+            let ours = stop_the_world || upgrade.node.as_deref() == Some(node.name.as_str());
             if ours {
                 api.set_node_drain(&node.id, false).await?;
             }
@@ -338,7 +346,7 @@ async fn cleanup(cluster: &OctopusCluster, ctx: &Context) -> Result<Requeue, Err
                 ctx,
                 cluster,
                 false,
-                "Released",
+                Reason::Released,
                 "Released maintenance mode and drained nodes before deletion",
             )
             .await;
@@ -356,7 +364,7 @@ async fn cleanup(cluster: &OctopusCluster, ctx: &Context) -> Result<Requeue, Err
                     ctx,
                     cluster,
                     true,
-                    "ReleaseAbandoned",
+                    Reason::ReleaseAbandoned,
                     &format!("Could not release Octopus maintenance mode / drained nodes ({e}); check Octopus by hand"),
                 )
                 .await;

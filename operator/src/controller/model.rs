@@ -1,9 +1,11 @@
 //! What one reconcile observed, as plain data, and what it decided. The decision core
-//! (`decide`, `safety`, `steps`) reads only these types; the I/O layers (`observe`, `act`)
-//! fill and carry them out. Nothing here talks to Kubernetes or Octopus.
+//! (`decide`, `safety`, `window`; steps and reasons typed in `steps` and `reason`) reads
+//! only these types; the I/O layers (`observe`, `act`, `record`) fill and carry them out.
+//! Nothing here talks to Kubernetes or Octopus.
 
 use jiff::Timestamp;
 
+use super::reason::Reason;
 use crate::api::{BackupStatus, OctopusClusterSpec, OctopusClusterStatus, UpgradeStatus};
 
 /// Everything a decision may depend on, read fresh at the start of a reconcile.
@@ -69,7 +71,8 @@ pub struct NodeFacts {
 /// A container's last termination, as the kubelet reports it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ContainerExit {
-    pub reason: Option<String>,
+    /// The kubelet's word for it (`Error`, `OOMKilled`), not one of the operator's reasons.
+    pub kubelet_reason: Option<String>,
     /// The termination message (with `FallbackToLogsOnError`, the tail of the log).
     pub message: Option<String>,
     pub exit_code: i32,
@@ -81,9 +84,9 @@ pub struct ContainerExit {
 pub enum OctopusView {
     /// Not asked: no node can answer (no ready pod).
     NoReadyNode,
-    /// Asked, and it failed; `reason` is a stable CamelCase condition reason.
+    /// Asked, and it failed.
     Unavailable {
-        reason: String,
+        reason: Reason,
         message: String,
     },
     Up(OctopusState),
@@ -188,19 +191,24 @@ pub enum Action {
 }
 
 impl Action {
-    /// Short verb for logs, Events and metrics.
-    pub fn name(&self) -> &'static str {
+    /// The Event reason of the action.
+    pub fn reason(&self) -> Reason {
         match self {
-            Self::SetMaintenance(true) => "MaintenanceOn",
-            Self::SetMaintenance(false) => "MaintenanceOff",
-            Self::SetDrain { drained: true, .. } => "Drain",
-            Self::SetDrain { drained: false, .. } => "Undrain",
-            Self::CancelTasks(_) => "CancelTasks",
-            Self::DeletePod(_) => "ReplacePod",
-            Self::CopyMasterKey { .. } => "CopyMasterKey",
-            Self::CreateBackupJob { .. } => "StartBackup",
-            Self::QueueTentacleTasks { .. } => "QueueTentacleTasks",
+            Self::SetMaintenance(true) => Reason::MaintenanceOn,
+            Self::SetMaintenance(false) => Reason::MaintenanceOff,
+            Self::SetDrain { drained: true, .. } => Reason::Drain,
+            Self::SetDrain { drained: false, .. } => Reason::Undrain,
+            Self::CancelTasks(_) => Reason::CancelTasks,
+            Self::DeletePod(_) => Reason::ReplacePod,
+            Self::CopyMasterKey { .. } => Reason::CopyMasterKey,
+            Self::CreateBackupJob { .. } => Reason::StartBackup,
+            Self::QueueTentacleTasks { .. } => Reason::QueueTentacleTasks,
         }
+    }
+
+    /// Short verb for logs and metrics: the Event reason.
+    pub fn name(&self) -> &'static str {
+        self.reason().as_str()
     }
 
     /// What it does, in words for an Event.
@@ -249,7 +257,7 @@ pub enum Requeue {
 pub struct CondWant {
     pub type_: &'static str,
     pub status: bool,
-    pub reason: String,
+    pub reason: Reason,
     pub message: String,
 }
 
@@ -266,5 +274,5 @@ pub struct Decision {
     pub target_version: Option<String>,
     pub last_backup: Option<BackupStatus>,
     /// A Warning-worthy stop, said once per change (Event).
-    pub stop: Option<(String, String)>,
+    pub stop: Option<(Reason, String)>,
 }

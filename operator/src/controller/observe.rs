@@ -15,6 +15,8 @@ use super::model::{
     ContainerExit, JobView, NodeFacts, Observed, OctopusNode, OctopusState, OctopusView, PodView,
     StatefulSetView, TaskView,
 };
+use super::reason::Reason;
+use super::steps::{StepKind, Upgrade};
 use super::{Context, Error};
 use crate::api::{OctopusCluster, SecretKeyRef};
 use crate::octopus::{ApiKey, OctopusApi, OctopusEndpoint, TaskQuery, TaskState};
@@ -126,13 +128,15 @@ pub async fn observe(ctx: &Context, cluster: &OctopusCluster) -> Result<Observat
         (OctopusView::NoReadyNode, None)
     };
 
+    // An upgrade whose steps do not decode stops in the decision core: nothing to read.
     let upgrade = cluster
         .status
         .as_ref()
         .and_then(|s| s.upgrade.as_ref())
-        .filter(|u| u.finished_at.is_none());
+        .filter(|u| u.finished_at.is_none())
+        .and_then(|u| Upgrade::try_from(u).ok());
     let (backup_job, master_key_copy) = match upgrade {
-        Some(u) if u.steps.iter().any(|s| s.action == "backup") => {
+        Some(u) if u.has(StepKind::Backup) => {
             let job = Api::<Job>::namespaced(ctx.client.clone(), &ns)
                 .get_opt(&names::backup_job(&name, &u.from, &u.to))
                 .await?
@@ -174,14 +178,14 @@ pub fn connect(
 ) -> Result<Arc<dyn OctopusApi>, OctopusView> {
     let Some(key) = creds.api_key.clone() else {
         return Err(OctopusView::Unavailable {
-            reason: "SecretNotFound".into(),
+            reason: Reason::SecretNotFound,
             message: "the API key Secret is missing".into(),
         });
     };
     ctx.octopus
         .connect(&endpoint(api_url(ctx, cluster), key, creds))
         .map_err(|e| OctopusView::Unavailable {
-            reason: e.reason().into(),
+            reason: Reason::from(&e),
             message: e.to_string(),
         })
 }
@@ -310,7 +314,7 @@ async fn octopus_state(api: &dyn OctopusApi) -> OctopusView {
     match result {
         Ok(state) => OctopusView::Up(state),
         Err(e) => OctopusView::Unavailable {
-            reason: e.reason().into(),
+            reason: Reason::from(&e),
             message: e.to_string(),
         },
     }
@@ -425,7 +429,7 @@ fn last_exit(pod: &Pod) -> Option<ContainerExit> {
         .terminated
         .as_ref()?;
     Some(ContainerExit {
-        reason: terminated.reason.clone(),
+        kubelet_reason: terminated.reason.clone(),
         message: terminated.message.clone(),
         exit_code: terminated.exit_code,
         finished_at: terminated.finished_at.as_ref().map(|f| f.0),

@@ -12,6 +12,8 @@ use tracing::warn;
 use super::conditions;
 use super::decide;
 use super::model::{Decision, Observed};
+use super::reason::Reason;
+use super::steps::{StepState, Upgrade};
 use super::{Context, Error};
 use crate::api::{FIELD_MANAGER, NodeStatus, OctopusCluster, OctopusClusterStatus};
 use crate::resources::labels;
@@ -111,6 +113,14 @@ async fn events(
 ) {
     let before = previous.upgrade.as_ref();
     if let Some(up) = &next.upgrade {
+        let done = Upgrade::try_from(up)
+            .map(|u| {
+                u.steps
+                    .iter()
+                    .filter(|s| s.state == StepState::Done)
+                    .count()
+            })
+            .unwrap_or_default();
         let new = before.is_none_or(|b| b.started_at != up.started_at);
         if new && up.started_at.is_some() {
             let note = format!(
@@ -120,11 +130,10 @@ async fn events(
                 up.change,
                 up.strategy.as_deref().unwrap_or("no")
             );
-            event(ctx, cluster, false, "UpgradeStarted", &note).await;
+            event(ctx, cluster, false, Reason::UpgradeStarted, &note).await;
         }
         let moved = before.is_none_or(|b| b.step != up.step || b.node != up.node);
         if let (true, Some(step)) = (moved, &up.step) {
-            let done = up.steps.iter().filter(|s| s.state == "Done").count();
             let note = format!(
                 "Step {step}{} ({} of {}) toward {}",
                 up.node
@@ -135,24 +144,24 @@ async fn events(
                 up.steps.len(),
                 up.to
             );
-            event(ctx, cluster, false, "UpgradeStep", &note).await;
+            event(ctx, cluster, false, Reason::UpgradeStep, &note).await;
         }
         let ended = up.finished_at.is_some() && before.is_none_or(|b| b.finished_at.is_none());
         if ended {
             let note = format!("Every node runs {}", up.to);
-            event(ctx, cluster, false, "UpgradeSucceeded", &note).await;
+            event(ctx, cluster, false, Reason::UpgradeSucceeded, &note).await;
         }
     }
     if let Some(action) = &decision.action {
-        event(ctx, cluster, false, action.name(), &action.describe()).await;
+        event(ctx, cluster, false, action.reason(), &action.describe()).await;
     }
     if let Some((reason, message)) = &decision.stop {
         let was = previous
             .conditions
             .iter()
-            .any(|c| c.status == "True" && c.reason == *reason);
+            .any(|c| c.status == "True" && c.reason == reason.as_str());
         if !was {
-            event(ctx, cluster, true, reason, message).await;
+            event(ctx, cluster, true, *reason, message).await;
         }
     }
 }
@@ -162,7 +171,7 @@ pub async fn event(
     ctx: &Context,
     cluster: &OctopusCluster,
     warning: bool,
-    reason: &str,
+    reason: Reason,
     note: &str,
 ) {
     let reference: ObjectReference = cluster.object_ref(&());
@@ -172,7 +181,7 @@ pub async fn event(
         } else {
             EventType::Normal
         },
-        reason: reason.into(),
+        reason: reason.as_str().into(),
         note: Some(truncate(note, 1000)),
         // The recorder folds Events with the same reason and action into one series, so
         // the action carries the specifics (which step, which node).
@@ -180,7 +189,7 @@ pub async fn event(
         secondary: None,
     };
     if let Err(e) = ctx.recorder.publish(&ev, &reference).await {
-        warn!(error = %e, reason, "could not publish event");
+        warn!(error = %e, reason = reason.as_str(), "could not publish event");
     }
 }
 

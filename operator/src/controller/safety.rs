@@ -1,9 +1,13 @@
 //! Why the operator may not disrupt a node right now: every safety rule is a named
-//! predicate in one table. Before a disruptive action all predicates that apply run; the
-//! name and message of the first that fails become the reason the upgrade waits, shown in
-//! status, Events and logs. Pure: reads only [`Observed`].
+//! predicate of one enum. Before a disruptive action all predicates that apply run; the
+//! first that fails holds the step: status names it (`status.upgrade.heldBy`), the
+//! condition reason is `WaitingFor<predicate>` ([`Predicate::reason`]). Pure: reads only
+//! [`Observed`].
+
+use strum::{EnumIter, EnumString, IntoEnumIterator, IntoStaticStr};
 
 use super::model::Observed;
+use super::reason::Reason;
 use crate::version::OctopusVersion;
 
 /// A disruptive move the operator is about to make.
@@ -19,56 +23,77 @@ pub enum Disruption<'a> {
     StartVersion { version: &'a OctopusVersion },
 }
 
-/// One safety rule.
-pub struct Predicate {
-    pub name: &'static str,
-    check: fn(&Observed, Disruption<'_>) -> Result<(), String>,
+/// One safety rule. Declared in the order they are checked; the name is the variant's
+/// (`OtherNodesServing`), recorded in `status.upgrade.heldBy` and never renamed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EnumIter, EnumString, IntoStaticStr)]
+pub enum Predicate {
+    /// Decisions that need Octopus's view must have one.
+    OctopusReachable,
+    /// At most one node out of service.
+    OtherNodesServing,
+    /// A pod is replaced only after its node is drained and idle.
+    NodeDrainedAndIdle,
+    /// Every node stops only when no task runs anywhere.
+    TasksFinished,
+    /// Every node stops only after the backup (or its waiver).
+    BackupTaken,
+    /// No node starts while a node of another schema line runs.
+    NoOtherSchemaRunning,
+    /// No node starts on a version older than the database schema.
+    NotBelowSchema,
 }
 
-/// Every safety rule, in the order they are checked.
-pub const PREDICATES: &[Predicate] = &[
-    Predicate {
-        name: "OctopusReachable",
-        check: octopus_reachable,
-    },
-    Predicate {
-        name: "OtherNodesServing",
-        check: other_nodes_serving,
-    },
-    Predicate {
-        name: "NodeDrainedAndIdle",
-        check: node_drained_and_idle,
-    },
-    Predicate {
-        name: "TasksFinished",
-        check: tasks_finished,
-    },
-    Predicate {
-        name: "BackupTaken",
-        check: backup_taken,
-    },
-    Predicate {
-        name: "NoOtherSchemaRunning",
-        check: no_other_schema_running,
-    },
-    Predicate {
-        name: "NotBelowSchema",
-        check: not_below_schema,
-    },
-];
+impl Predicate {
+    /// The stable name, e.g. `OtherNodesServing`.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
 
-/// A failed predicate: its name and what it waits for.
+    /// The reason a step waits while this predicate holds it.
+    pub fn reason(self) -> Reason {
+        match self {
+            Self::OctopusReachable => Reason::WaitingForOctopusReachable,
+            Self::OtherNodesServing => Reason::WaitingForOtherNodesServing,
+            Self::NodeDrainedAndIdle => Reason::WaitingForNodeDrainedAndIdle,
+            Self::TasksFinished => Reason::WaitingForTasksFinished,
+            Self::BackupTaken => Reason::WaitingForBackupTaken,
+            Self::NoOtherSchemaRunning => Reason::WaitingForNoOtherSchemaRunning,
+            Self::NotBelowSchema => Reason::WaitingForNotBelowSchema,
+        }
+    }
+
+    fn check(self, o: &Observed, d: Disruption<'_>) -> Result<(), String> {
+        match self {
+            Self::OctopusReachable => octopus_reachable(o, d),
+            Self::OtherNodesServing => other_nodes_serving(o, d),
+            Self::NodeDrainedAndIdle => node_drained_and_idle(o, d),
+            Self::TasksFinished => tasks_finished(o, d),
+            Self::BackupTaken => backup_taken(o, d),
+            Self::NoOtherSchemaRunning => no_other_schema_running(o, d),
+            Self::NotBelowSchema => not_below_schema(o, d),
+        }
+    }
+}
+
+/// A failed predicate: which, and what it waits for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Held {
-    pub predicate: &'static str,
+    pub predicate: Predicate,
     pub message: String,
 }
 
-/// Runs every predicate against `disruption`; the first failure holds it.
+impl std::fmt::Display for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.predicate.as_str(), self.message)
+    }
+}
+
+/// Runs every predicate against `disruption`, in declaration order; the first failure
+/// holds it.
 pub fn check(observed: &Observed, disruption: Disruption<'_>) -> Result<(), Held> {
-    for p in PREDICATES {
-        (p.check)(observed, disruption).map_err(|message| Held {
-            predicate: p.name,
+    for p in Predicate::iter() {
+        p.check(observed, disruption).map_err(|message| Held {
+            predicate: p,
             message,
         })?;
     }

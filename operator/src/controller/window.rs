@@ -65,46 +65,4 @@ fn same_day(day: Weekday, civil: CivilWeekday) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn window(days: Vec<Weekday>, start: &str, hours: u64, tz: &str) -> MaintenanceWindow {
-        MaintenanceWindow {
-            days,
-            start: start.into(),
-            duration: std::time::Duration::from_secs(hours * 3600).into(),
-            time_zone: tz.into(),
-        }
-    }
-
-    fn at(s: &str) -> Timestamp {
-        s.parse().expect("timestamp")
-    }
-
-    #[test]
-    fn saturday_night_in_berlin() {
-        let w = window(vec![Weekday::Saturday], "22:00", 4, "Europe/Berlin");
-        // 2026-11-21 is a Saturday; Berlin is UTC+1 in November.
-        assert!(!is_open(&w, at("2026-11-21T20:59:00Z")).unwrap());
-        assert!(is_open(&w, at("2026-11-21T21:00:00Z")).unwrap());
-        // Past midnight, Sunday local time, still inside the opening that began Saturday.
-        assert!(is_open(&w, at("2026-11-22T00:30:00Z")).unwrap());
-        assert!(!is_open(&w, at("2026-11-22T01:00:00Z")).unwrap());
-        // Another day of the week at the same hour is closed.
-        assert!(!is_open(&w, at("2026-11-18T21:30:00Z")).unwrap());
-    }
-
-    #[test]
-    fn no_days_means_every_day() {
-        let w = window(vec![], "02:00", 1, "UTC");
-        assert!(is_open(&w, at("2026-11-18T02:30:00Z")).unwrap());
-        assert!(!is_open(&w, at("2026-11-18T03:00:00Z")).unwrap());
-    }
-
-    #[test]
-    fn unknown_time_zone_is_an_error_naming_it() {
-        let w = window(vec![], "02:00", 1, "Mars/Olympus");
-        let err = is_open(&w, at("2026-11-18T02:30:00Z")).unwrap_err();
-        assert!(err.to_string().contains("Mars/Olympus"));
-    }
-}
+mod tests;

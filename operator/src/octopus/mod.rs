@@ -2,8 +2,9 @@
 //! reqwest implementation [`OctopusClient`], the resources in Octopus's own JSON names, and
 //! typed errors with condition reasons.
 //!
-//! This module only speaks the protocol. It decides nothing: when to drain a node or turn
-//! maintenance mode on belongs to the planner. Tests swap the trait for a fake.
+//! This module only speaks the protocol. It decides nothing: the planner (`planner`) says
+//! which steps an upgrade takes, and the controller's decision core (`controller::decide`)
+//! when to drain a node or turn maintenance mode on. Tests swap the trait for a fake.
 //!
 //! Routes (under the endpoint's base URL, which may carry a virtual directory):
 //! `GET /api`, `GET /api/octopusservernodes/summary`, `GET/PUT /api/octopusservernodes/{id}`,

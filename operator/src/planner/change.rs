@@ -6,8 +6,9 @@ use serde::{Deserialize, Serialize};
 use crate::version::OctopusVersion;
 
 /// The kind of a version change. Serialises kebab-case (`patch-downgrade`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, strum::EnumString)]
 #[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
 pub enum ChangeKind {
     /// Same version.
     None,

@@ -19,8 +19,9 @@ use serde::{Deserialize, Serialize};
 use super::change::ChangeKind;
 
 /// How a change is carried out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, strum::EnumString)]
 #[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
 pub enum Strategy {
     /// One node at a time, the cluster stays up (patch moves).
     Rolling,

@@ -1,0 +1,473 @@
+//! What one recorded step needs now: done, one action, a wait, a hold by a safety
+//! predicate, or a stop. One function per [`StepKind`]; [`evaluate`] matches every kind, so
+//! a new step without an evaluation does not compile.
+
+use jiff::SignedDuration;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::{Outcome, Stop, max_version, signed};
+use crate::api::{BackupStatus, DrainTimeoutPolicy};
+use crate::controller::model::{Action, Decision, Observed, OctopusState, OctopusView, PodView};
+use crate::controller::reason::Reason;
+use crate::controller::safety::{self, Disruption};
+use crate::controller::steps::{PlannedStep, StepKind, Upgrade};
+use crate::planner::Strategy;
+use crate::resources;
+
+/// Restarts after which a starting node counts as failed rather than slow.
+pub const CRASH_RESTARTS: i32 = 3;
+
+/// What a step's evaluation may read.
+pub(super) struct StepCx<'a> {
+    pub o: &'a Observed,
+    pub up: &'a Upgrade,
+    pub step: &'a PlannedStep,
+    /// The version the upgrade moves to.
+    pub to: String,
+    /// Nodes the upgrade runs with.
+    pub replicas: i32,
+    /// How long the step has run.
+    pub elapsed: SignedDuration,
+}
+
+impl StepCx<'_> {
+    fn pod(&self, name: &str) -> Option<&PodView> {
+        self.o.pods.iter().find(|p| p.name == name)
+    }
+
+    /// The node the step acts on (empty for cluster steps).
+    fn node(&self) -> &str {
+        self.step.node.as_deref().unwrap_or_default()
+    }
+
+    fn state(&self) -> Option<&OctopusState> {
+        self.o.octopus.state()
+    }
+
+    fn ready_timeout(&self) -> SignedDuration {
+        signed(self.o.spec.upgrade.node_ready_timeout)
+    }
+}
+
+/// Evaluates the step in `cx`; may record a backup or a newer schema in `d`.
+pub(super) fn evaluate(cx: &StepCx<'_>, d: &mut Decision) -> Outcome {
+    let traits = cx.step.kind.traits();
+    let replaced = cx.step.node.is_some()
+        && cx
+            .pod(cx.node())
+            .is_some_and(|p| !p.terminating && p.version.as_deref() == Some(cx.to.as_str()));
+    if traits.done_once_replaced && replaced {
+        return Outcome::Done;
+    }
+    // Never act blind.
+    if traits.needs_octopus && cx.state().is_none() {
+        return octopus_wait(cx.o);
+    }
+    match cx.step.kind {
+        StepKind::MaintenanceOn => maintenance(cx, true),
+        StepKind::MaintenanceOff => maintenance(cx, false),
+        StepKind::Drain => drain(cx, true),
+        StepKind::Undrain => drain(cx, false),
+        StepKind::WaitTasks => wait_tasks(cx),
+        StepKind::Replace => replace(cx),
+        StepKind::WaitReady => wait_node_ready(cx, cx.node(), false),
+        StepKind::VerifyVersion => verify_version(cx),
+        StepKind::Backup => backup(cx, d),
+        StepKind::StopAll => stop_all(cx),
+        StepKind::StartFirst => start_first(cx),
+        StepKind::WaitSchema => wait_schema(cx, d),
+        StepKind::StartRest => start_rest(cx),
+        StepKind::Verify => verify(cx),
+        StepKind::Tentacles => Outcome::Act(Action::QueueTentacleTasks { to: cx.to.clone() }),
+    }
+}
+
+fn maintenance(cx: &StepCx<'_>, on: bool) -> Outcome {
+    if cx.state().is_some_and(|s| s.maintenance == on) {
+        Outcome::Done
+    } else {
+        Outcome::Act(Action::SetMaintenance(on))
+    }
+}
+
+fn drain(cx: &StepCx<'_>, drained: bool) -> Outcome {
+    let name = cx.node();
+    let Some(node) = cx.state().and_then(|s| s.node(name)) else {
+        return Outcome::Wait {
+            reason: Reason::WaitingForNode,
+            message: format!("node {name} is not registered with Octopus yet"),
+            poll: true,
+        };
+    };
+    if node.drained == drained {
+        return Outcome::Done;
+    }
+    if drained
+        && cx.up.strategy == Some(Strategy::Rolling)
+        && let Err(held) = safety::check(cx.o, Disruption::TakeNodeOut { node: name })
+    {
+        return Outcome::Held(held);
+    }
+    Outcome::Act(Action::SetDrain {
+        node_id: node.id.clone(),
+        node: name.to_string(),
+        drained,
+    })
+}
+
+fn wait_tasks(cx: &StepCx<'_>) -> Outcome {
+    let Some(s) = cx.state() else {
+        return octopus_wait(cx.o);
+    };
+    let name = cx.node();
+    let tasks: Vec<_> = if cx.step.node.is_some() {
+        s.tasks_on(name).collect()
+    } else {
+        s.running_tasks.iter().collect()
+    };
+    if tasks.is_empty() {
+        return Outcome::Done;
+    }
+    let where_ = if cx.step.node.is_some() {
+        format!("on node {name}")
+    } else {
+        "in the cluster".to_string()
+    };
+    let ids: Vec<String> = tasks.iter().map(|t| t.id.clone()).collect();
+    let upgrade = &cx.o.spec.upgrade;
+    if cx.elapsed >= signed(upgrade.drain_timeout) {
+        match upgrade.on_drain_timeout {
+            DrainTimeoutPolicy::CancelTasks => {
+                let cancel: Vec<String> = tasks
+                    .iter()
+                    .filter(|t| !t.cancelling)
+                    .map(|t| t.id.clone())
+                    .collect();
+                if !cancel.is_empty() {
+                    return Outcome::Act(Action::CancelTasks(cancel));
+                }
+            }
+            DrainTimeoutPolicy::Wait => {
+                return Outcome::Wait {
+                    reason: Reason::DrainTimeoutExceeded,
+                    message: format!(
+                        "{} task(s) still running {where_} after drainTimeout {} ({}); \
+                         waiting (onDrainTimeout: Wait). Set onDrainTimeout: CancelTasks \
+                         to cancel them",
+                        ids.len(),
+                        upgrade.drain_timeout,
+                        ids.join(", ")
+                    ),
+                    poll: true,
+                };
+            }
+        }
+    }
+    Outcome::Wait {
+        reason: Reason::WaitingForTasks,
+        message: format!(
+            "waiting for {} running task(s) {where_}: {}",
+            ids.len(),
+            ids.join(", ")
+        ),
+        poll: true,
+    }
+}
+
+fn replace(cx: &StepCx<'_>) -> Outcome {
+    let name = cx.node();
+    match cx.pod(name) {
+        Some(p) if !p.terminating => {
+            if let Err(held) = safety::check(cx.o, Disruption::ReplacePod { node: name }) {
+                return Outcome::Held(held);
+            }
+            Outcome::Act(Action::DeletePod(p.name.clone()))
+        }
+        _ => Outcome::Wait {
+            reason: Reason::WaitingForPod,
+            message: format!("waiting for the StatefulSet to recreate pod {name}"),
+            poll: false,
+        },
+    }
+}
+
+fn verify_version(cx: &StepCx<'_>) -> Outcome {
+    let name = cx.node();
+    let to = &cx.to;
+    let reported = cx
+        .state()
+        .and_then(|s| s.node(name))
+        .filter(|n| !n.offline)
+        .and_then(|n| n.version.clone());
+    if reported.as_deref() == Some(to.as_str()) {
+        return Outcome::Done;
+    }
+    if cx.elapsed >= cx.ready_timeout() {
+        return Outcome::Stop(Stop::new(
+            Reason::NodeVersionMismatch,
+            format!(
+                "Octopus reports node {name} on {} instead of {to} after nodeReadyTimeout",
+                reported.as_deref().unwrap_or("no version")
+            ),
+        ));
+    }
+    Outcome::Wait {
+        reason: Reason::VerifyingVersion,
+        message: format!(
+            "waiting for Octopus to report node {name} on {to} (now {})",
+            reported.as_deref().unwrap_or("unknown")
+        ),
+        poll: true,
+    }
+}
+
+/// Keep the Master Key, run the backup Job, record it.
+fn backup(cx: &StepCx<'_>, d: &mut Decision) -> Outcome {
+    let (o, up) = (cx.o, cx.up);
+    let backup = o.spec.upgrade.backup.as_ref();
+    if backup.and_then(|b| b.skip).unwrap_or(false) {
+        return Outcome::Done;
+    }
+    let recorded = d
+        .last_backup
+        .as_ref()
+        .is_some_and(|b| b.from_version == up.from && b.to_version == up.to);
+    if recorded {
+        return Outcome::Done;
+    }
+    if !o.master_key_copy {
+        return Outcome::Act(Action::CopyMasterKey {
+            from: up.from.clone(),
+            to: up.to.clone(),
+        });
+    }
+    match &o.backup_job {
+        None => Outcome::Act(Action::CreateBackupJob {
+            from: up.from.clone(),
+            to: up.to.clone(),
+        }),
+        Some(job) if job.failed => Outcome::Stop(Stop::new(
+            Reason::BackupFailed,
+            format!(
+                "backup Job {} failed; nothing was stopped. Read its logs, fix the cause, delete \
+                 the Job, and the operator retries",
+                job.name
+            ),
+        )),
+        Some(job) if job.succeeded => {
+            d.last_backup = Some(BackupStatus {
+                job_name: job.name.clone(),
+                from_version: up.from.clone(),
+                to_version: up.to.clone(),
+                master_key_secret: Some(resources::names::master_key_copy(
+                    &o.name, &up.from, &up.to,
+                )),
+                completed_at: Some(Time(job.completed_at.unwrap_or(o.now))),
+            });
+            Outcome::Done
+        }
+        Some(job) => Outcome::Wait {
+            reason: Reason::BackingUp,
+            message: format!("waiting for backup Job {}", job.name),
+            poll: false,
+        },
+    }
+}
+
+fn stop_all(cx: &StepCx<'_>) -> Outcome {
+    let o = cx.o;
+    let to = Some(cx.to.as_str());
+    // Already past it (a kill after start-first, before recording): the template runs
+    // the new version and no old pod is left. Never go back to the old one.
+    let moved_on = o
+        .statefulset
+        .as_ref()
+        .is_some_and(|s| s.version.as_deref() == to)
+        && o.pods.iter().all(|p| p.version.as_deref() == to);
+    if moved_on {
+        return Outcome::Done;
+    }
+    let applied = o.statefulset.as_ref().is_some_and(|s| s.replicas == 0);
+    if !applied
+        && !cx.up.is_return()
+        && let Err(held) = safety::check(o, Disruption::StopAll)
+    {
+        return Outcome::Held(held);
+    }
+    if applied && o.pods.is_empty() {
+        Outcome::Done
+    } else {
+        Outcome::Wait {
+            reason: Reason::StoppingNodes,
+            message: format!("waiting for {} node(s) to stop", o.pods.len()),
+            poll: false,
+        }
+    }
+}
+
+fn start_first(cx: &StepCx<'_>) -> Outcome {
+    let applied =
+        cx.o.statefulset
+            .as_ref()
+            .is_some_and(|s| s.replicas >= 1 && s.version.as_deref() == Some(cx.to.as_str()));
+    if applied {
+        Outcome::Done
+    } else {
+        Outcome::Wait {
+            reason: Reason::StartingFirstNode,
+            message: format!("starting node {}-0 alone on {}", cx.o.name, cx.to),
+            poll: false,
+        }
+    }
+}
+
+fn wait_schema(cx: &StepCx<'_>, d: &mut Decision) -> Outcome {
+    let first = format!("{}-0", cx.o.name);
+    let to = &cx.to;
+    match wait_node_ready(cx, &first, true) {
+        Outcome::Done => {
+            let reported = cx
+                .state()
+                .and_then(|s| s.node(&first))
+                .and_then(|n| n.version.clone());
+            if reported.as_deref() == Some(to.as_str()) {
+                d.schema_version = Some(max_version(d.schema_version.as_deref(), to));
+                Outcome::Done
+            } else if cx.state().is_none() {
+                octopus_wait(cx.o)
+            } else {
+                Outcome::Wait {
+                    reason: Reason::WaitingForSchemaUpgrade,
+                    message: format!("node {first} is ready; waiting for Octopus to report {to}"),
+                    poll: true,
+                }
+            }
+        }
+        other => other,
+    }
+}
+
+fn start_rest(cx: &StepCx<'_>) -> Outcome {
+    let applied =
+        cx.o.statefulset.as_ref().is_some_and(|s| {
+            s.replicas == cx.replicas && s.version.as_deref() == Some(cx.to.as_str())
+        });
+    if applied {
+        Outcome::Done
+    } else {
+        Outcome::Wait {
+            reason: Reason::StartingNodes,
+            message: format!(
+                "starting the other {} node(s) on {}",
+                cx.replicas - 1,
+                cx.to
+            ),
+            poll: false,
+        }
+    }
+}
+
+fn verify(cx: &StepCx<'_>) -> Outcome {
+    let names: Vec<String> = (0..cx.replicas.max(0))
+        .map(|i| format!("{}-{i}", cx.o.name))
+        .collect();
+    for name in &names {
+        match wait_node_ready(cx, name, false) {
+            Outcome::Done => {}
+            other => return other,
+        }
+    }
+    let Some(s) = cx.state() else {
+        return octopus_wait(cx.o);
+    };
+    let to = Some(cx.to.as_str());
+    let behind: Vec<&str> = names
+        .iter()
+        .filter(|n| {
+            s.node(n)
+                .is_none_or(|node| node.offline || node.version.as_deref() != to)
+        })
+        .map(String::as_str)
+        .collect();
+    if behind.is_empty() {
+        Outcome::Done
+    } else {
+        Outcome::Wait {
+            reason: Reason::VerifyingVersion,
+            message: format!(
+                "waiting for Octopus to report {} on {}",
+                cx.to,
+                behind.join(", ")
+            ),
+            poll: true,
+        }
+    }
+}
+
+/// Waits for `name` to be ready on the new version; a crash loop or the timeout stops.
+fn wait_node_ready(cx: &StepCx<'_>, name: &str, first_after_migration: bool) -> Outcome {
+    let version = &cx.to;
+    let pod = cx.pod(name);
+    if let Some(p) = pod
+        && p.ready
+        && !p.terminating
+        && p.version.as_deref() == Some(version.as_str())
+    {
+        return Outcome::Done;
+    }
+    let crashed = pod.is_some_and(|p| p.crash_looping && p.restarts >= CRASH_RESTARTS);
+    if crashed || cx.elapsed >= cx.ready_timeout() {
+        let why = if crashed {
+            format!(
+                "keeps crashing ({} restarts)",
+                pod.map(|p| p.restarts).unwrap_or_default()
+            )
+        } else {
+            "did not become ready within nodeReadyTimeout".to_string()
+        };
+        let stop = if first_after_migration {
+            Stop::new(
+                Reason::NodeFailedAfterMigration,
+                format!(
+                    "node {name} {why} on {version} while upgrading the database schema. The \
+                     database may be partly migrated: no other node is started. Read the pod's \
+                     logs; to go back, restore the backup recorded in status.lastBackup (with \
+                     its Master Key copy) and set spec.version to the old version; to retry, \
+                     fix the cause and change the spec"
+                ),
+            )
+        } else {
+            let reason = if crashed {
+                Reason::NodeFailedToStart
+            } else {
+                Reason::NodeNotReady
+            };
+            Stop::new(
+                reason,
+                format!("node {name} {why} on {version}; the operator takes no further step"),
+            )
+        };
+        return Outcome::Stop(stop);
+    }
+    Outcome::Wait {
+        reason: Reason::WaitingForNode,
+        message: format!("waiting for node {name} to be ready on {version}"),
+        poll: true,
+    }
+}
+
+/// Octopus gave no answer: wait, saying why.
+fn octopus_wait(o: &Observed) -> Outcome {
+    let (reason, message) = match &o.octopus {
+        OctopusView::Unavailable { reason, message } => (*reason, message.clone()),
+        _ => (
+            Reason::OctopusUnavailable,
+            "no Octopus node is ready to answer the API".to_string(),
+        ),
+    };
+    Outcome::Wait {
+        reason,
+        message: format!("{message}; the operator never acts blind and retries"),
+        poll: true,
+    }
+}

@@ -1,0 +1,21 @@
+//! Tests of the reconciler's decision core: `decide` and the named `safety` predicates.
+//! Nothing here touches Kubernetes or Octopus. (`conditions`, `window`, `steps` and
+//! `reason` keep their own tests beside them.)
+//!
+//! - [`fixtures`]: builders of observations and upgrade records, decision assertions.
+//! - [`cases`]: table-driven single decisions on hand-built observations.
+//! - [`predicates`]: each safety predicate.
+//! - [`sim`]: a tiny simulated world; [`walks`], [`stops`] and [`restarts`] walk whole
+//!   upgrades through it, checking invariants at every moment.
+//! - [`properties`]: properties over random observations and randomised walks.
+//! - [`resume`]: status written by an earlier operator (JSON fixtures) decodes and resumes.
+
+mod cases;
+pub(super) mod fixtures;
+mod predicates;
+mod properties;
+mod restarts;
+mod resume;
+mod sim;
+mod stops;
+mod walks;

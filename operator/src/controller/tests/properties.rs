@@ -1,0 +1,440 @@
+//! Properties over random observations, and over randomised walks.
+
+use super::fixtures::*;
+use super::restarts::*;
+use super::sim::*;
+use super::walks::*;
+
+// ------------------------------------------------------------------------- properties
+
+pub const VERSIONS: [&str; 5] = [V1, V1_PATCH, V2, V3, "2023.4.1"];
+
+prop_compose! {
+    fn arb_pods()(
+        pods in prop::collection::vec(
+            prop::option::weighted(
+                0.85,
+                (
+                    0..VERSIONS.len(),
+                    prop::bool::weighted(0.8),
+                    prop::bool::weighted(0.15),
+                    prop::bool::weighted(0.15),
+                    0i32..5,
+                ),
+            ),
+            0..=5,
+        )
+    ) -> Vec<PodView> {
+        pods.into_iter()
+            .enumerate()
+            .filter_map(|(i, p)| {
+                let (version, ready, terminating, crash_looping, restarts) = p?;
+                let ordinal = u32::try_from(i).ok()?;
+                Some(PodView {
+                    name: pod_name(ordinal),
+                    ordinal,
+                    version: Some(VERSIONS[version].into()),
+                    ready,
+                    restarts,
+                    crash_looping,
+                    terminating,
+                })
+            })
+            .collect()
+    }
+}
+
+prop_compose! {
+    fn arb_octopus()(
+        kind in 0u8..5,
+        maintenance in any::<bool>(),
+        nodes in prop::collection::vec(
+            (
+                prop::bool::weighted(0.85),
+                prop::bool::weighted(0.3),
+                prop::bool::weighted(0.1),
+                0..VERSIONS.len(),
+            ),
+            5,
+        ),
+        tasks in prop::collection::vec((0u32..6, prop::bool::weighted(0.3)), 0..=3),
+    ) -> OctopusView {
+        match kind {
+            0 => OctopusView::NoReadyNode,
+            1 => unavailable(),
+            _ => OctopusView::Up(OctopusState {
+                nodes: nodes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, n)| n.0)
+                    .map(|(i, (_, drained, offline, version))| OctopusNode {
+                        drained: *drained,
+                        offline: *offline,
+                        ..node(u32::try_from(i).unwrap_or(0), VERSIONS[*version])
+                    })
+                    .collect(),
+                maintenance,
+                running_tasks: tasks
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (n, cancelling))| TaskView {
+                        cancelling: *cancelling,
+                        ..task(&format!("ServerTasks-{i}"), (*n < 5).then_some(*n))
+                    })
+                    .collect(),
+            }),
+        }
+    }
+}
+
+prop_compose! {
+    /// Any observation the reconciler might make, including ones no sane world produces.
+    fn arb_observed()(
+        replicas in 1i32..=4,
+        version in 0..VERSIONS.len(),
+        pods in arb_pods(),
+        sts in prop::option::weighted(0.9, (0..VERSIONS.len(), 0i32..=5)),
+        octopus in arb_octopus(),
+        upgrade in prop::option::weighted(
+            0.7,
+            (0..VERSIONS.len(), 0..VERSIONS.len(), 1u32..=4, 0usize..24, 0i64..120),
+        ),
+        status in (
+            prop::option::of(0..VERSIONS.len()),
+            0u8..3,
+            1i64..=3,
+            prop::option::weighted(0.2, (1i64..=3, 0usize..3)),
+        ),
+        knobs in (
+            prop::bool::weighted(0.1),
+            prop::bool::weighted(0.1),
+            prop::option::of(0..VERSIONS.len()),
+            any::<bool>(),
+            0u8..3,
+            any::<bool>(),
+        ),
+        backup in (
+            prop::option::of((any::<bool>(), any::<bool>())),
+            any::<bool>(),
+        ),
+    ) -> Observed {
+        let (schema, last_backup, generation, stopped) = status;
+        let (paused, missing, approved, automatic, backup_kind, cancel) = knobs;
+        let mut o = steady(VERSIONS[version], 1);
+        o.spec.replicas = replicas;
+        o.spec.paused = paused;
+        if missing {
+            o.missing_secrets = vec!["API key: Secret octo has no key \"apiKey\"".into()];
+        }
+        o.spec.upgrade.approved_version = approved.map(|a| VERSIONS[a].to_string());
+        o.spec.upgrade.approved_major_version = approved.map(|a| i64::try_from(v(VERSIONS[a]).major()).unwrap_or(0));
+        if automatic {
+            o.spec.upgrade.schema_upgrades = SchemaUpgradePolicy::Automatic;
+        }
+        o.spec.upgrade.backup = match backup_kind {
+            0 => None,
+            1 => Some(backup_job_spec()),
+            _ => Some(BackupSpec { job_template: None, skip: Some(true) }),
+        };
+        if cancel {
+            o.spec.upgrade.on_drain_timeout = DrainTimeoutPolicy::CancelTasks;
+        }
+        o.generation = generation;
+        o.pods = pods;
+        o.statefulset = sts.map(|(version, replicas)| StatefulSetView {
+            version: Some(VERSIONS[version].into()),
+            replicas,
+        });
+        o.octopus = octopus;
+        o.status = OctopusClusterStatus {
+            schema_version: schema.map(|s| VERSIONS[s].to_string()),
+            ..OctopusClusterStatus::default()
+        };
+        o.status.upgrade = upgrade.and_then(|(from, to, nodes, done, minutes_ago)| {
+            let mut up = upgrade_record(
+                VERSIONS[from],
+                VERSIONS[to],
+                nodes,
+                done,
+                after(t0(), -minutes_ago * 60),
+            )?;
+            if let Some((stopped_generation, reason)) = stopped {
+                up.stopped_reason = Some(
+                    [
+                        Reason::NodeFailedAfterMigration,
+                        Reason::NodeNotReady,
+                        Reason::BackupFailed,
+                    ][reason]
+                        .as_str()
+                        .into(),
+                );
+                up.stopped_generation = Some(stopped_generation);
+            }
+            Some(up)
+        });
+        o.status.last_backup = match (last_backup, &o.status.upgrade) {
+            (1, Some(up)) => Some(BackupStatus {
+                job_name: "b".into(),
+                from_version: up.from.clone(),
+                to_version: up.to.clone(),
+                master_key_secret: None,
+                completed_at: None,
+            }),
+            (2, _) => Some(BackupStatus {
+                job_name: "old".into(),
+                from_version: "2023.3.1".into(),
+                to_version: "2023.4.1".into(),
+                master_key_secret: None,
+                completed_at: None,
+            }),
+            _ => None,
+        };
+        let (job, copy) = backup;
+        o.backup_job = job.map(|(succeeded, failed)| JobView {
+            name: "octo-backup".into(),
+            succeeded: succeeded && !failed,
+            failed,
+            completed_at: None,
+        });
+        o.master_key_copy = copy;
+        o
+    }
+}
+
+/// Every desired node other than `except` is ready, running and serving in Octopus.
+pub fn others_serving(o: &Observed, except: &str) -> Result<(), TestCaseError> {
+    let state = o.octopus.state();
+    for ordinal in 0..u32::try_from(o.spec.replicas).unwrap_or(0) {
+        let name = pod_name(ordinal);
+        if name == except {
+            continue;
+        }
+        let pod = o.pods.iter().find(|p| p.name == name);
+        prop_assert!(
+            pod.is_some_and(|p| p.ready && !p.terminating),
+            "{name} not serving: {pod:?}"
+        );
+        if let Some(n) = state.and_then(|s| s.node(&name)) {
+            prop_assert!(!n.drained && !n.offline, "{name} out in Octopus: {n:?}");
+        }
+    }
+    Ok(())
+}
+
+pub fn step_states(up: &UpgradeStatus) -> String {
+    typed(up)
+        .steps
+        .iter()
+        .map(|s| match s.state {
+            StepState::Done => 'D',
+            StepState::Running => 'R',
+            StepState::Pending => 'P',
+        })
+        .collect()
+}
+
+/// What must hold of any decision on any observation.
+pub fn check_decision_properties(o: &Observed, d: &Decision) -> Result<(), TestCaseError> {
+    // The same observation, the same decision.
+    prop_assert_eq!(format!("{d:?}"), format!("{:?}", decide(o)));
+
+    // Paused or missing Secrets: hands off.
+    if o.spec.paused || !o.missing_secrets.is_empty() {
+        prop_assert!(d.action.is_none() && d.statefulset.is_none(), "{d:?}");
+    }
+
+    // Every condition type, once, in the documented order.
+    let types: Vec<&str> = d.conditions.iter().map(|c| c.type_).collect();
+    prop_assert_eq!(types, conditions::ALL.to_vec());
+
+    // Ready means nothing blocks and nothing is to do (Degraded may accompany it: the
+    // Octopus API can fail while every node serves).
+    if cond(d, READY).status {
+        prop_assert!(!cond(d, UPGRADE_BLOCKED).status);
+        prop_assert!(d.action.is_none() && d.stop.is_none(), "{d:?}");
+    }
+    // A stop is never acted through, and is always visible. (UnsafeToStart is exempt
+    // here: see `a_stop_found_by_the_start_guard_cancels_the_steps_action`.)
+    if let Some((reason, _)) = &d.stop {
+        if *reason != Reason::UnsafeToStart {
+            prop_assert!(d.action.is_none(), "{:?} despite {reason}", d.action);
+        }
+        prop_assert!(cond(d, UPGRADE_BLOCKED).status || cond(d, DEGRADED).status);
+        prop_assert!(!cond(d, PROGRESSING).status);
+    }
+    if d.action.is_some() {
+        prop_assert_eq!(d.requeue, Requeue::Soon);
+    }
+
+    match &d.action {
+        // Octopus actions need Octopus's view: never act blind.
+        Some(
+            Action::SetMaintenance(_)
+            | Action::SetDrain { .. }
+            | Action::CancelTasks(_)
+            | Action::QueueTentacleTasks { .. },
+        ) => prop_assert!(o.octopus.state().is_some(), "{:?} blind", d.action),
+        // A pod is replaced only when drained, idle, and everyone else serves.
+        Some(Action::DeletePod(name)) => {
+            let state = o.octopus.state();
+            prop_assert!(state.is_some(), "replacing {name} blind");
+            let state = state.expect("checked");
+            let pod = o.pods.iter().find(|p| p.name == *name);
+            prop_assert!(pod.is_some_and(|p| !p.terminating), "{pod:?}");
+            if let Some(n) = state.node(name) {
+                prop_assert!(n.drained, "{name} not drained: {n:?}");
+            }
+            prop_assert_eq!(state.tasks_on(name).count(), 0);
+            others_serving(o, name)?;
+        }
+        _ => {}
+    }
+    let rolling = d
+        .upgrade
+        .as_ref()
+        .is_some_and(|u| typed(u).strategy == Some(Strategy::Rolling));
+    if let Some(Action::SetDrain {
+        node,
+        drained: true,
+        ..
+    }) = &d.action
+        && rolling
+    {
+        others_serving(o, node)?;
+    }
+
+    // A StatefulSet that would start pods starts them only on the schema line every pod
+    // runs, never below the recorded schema.
+    if let Some(w) = &d.statefulset
+        && w.replicas > 0
+    {
+        let starts = o.statefulset.as_ref().is_none_or(|s| {
+            s.version.as_deref() != Some(w.version.as_str()) || s.replicas < w.replicas
+        });
+        if starts {
+            let want_line = line(&w.version);
+            for p in &o.pods {
+                prop_assert_eq!(
+                    p.version.as_deref().map(line),
+                    Some(want_line),
+                    "{} would start next to {:?}",
+                    &w.version,
+                    p
+                );
+            }
+            if let Some(schema) = &o.status.schema_version {
+                prop_assert!(want_line >= line(schema), "{} below {schema}", &w.version);
+            }
+        }
+    }
+
+    // heldBy names the predicate exactly while one holds the step, as the reason does.
+    if let Some(up) = d.upgrade.as_ref().filter(|u| u.finished_at.is_none())
+        && !o.spec.paused
+        && d.stop.is_none()
+    {
+        let held = typed(up).held_by.map(|h| h.predicate.reason());
+        let progressing = cond(d, PROGRESSING).reason;
+        let waits_for_predicate = Predicate::iter().any(|p| p.reason() == progressing);
+        prop_assert_eq!(
+            held.is_some(),
+            waits_for_predicate,
+            "heldBy {:?}",
+            up.held_by
+        );
+        if let Some(reason) = held {
+            prop_assert_eq!(reason, progressing);
+        }
+    }
+    // The upgrade record: done steps form a prefix, at most one runs, none is undone.
+    if let Some(up) = &d.upgrade {
+        let states = step_states(up);
+        let prefix = states.trim_start_matches('D');
+        let rest = prefix.strip_prefix('R').unwrap_or(prefix);
+        prop_assert!(rest.chars().all(|c| c == 'P'), "steps {states}");
+        if up.finished_at.is_some() {
+            prop_assert!(states.chars().all(|c| c == 'D'), "finished with {states}");
+        }
+        if let Some(before) = &o.status.upgrade
+            && before.started_at == up.started_at
+            && before.steps.len() == up.steps.len()
+        {
+            for (b, a) in typed(before).steps.iter().zip(&typed(up).steps) {
+                prop_assert!(
+                    b.state != StepState::Done || a.state == StepState::Done,
+                    "{states}"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(3000))]
+
+    #[test]
+    fn prop_any_observation_gets_a_safe_decision(o in arb_observed()) {
+        let d = decide(&o);
+        check_decision_properties(&o, &d)?;
+    }
+}
+
+#[test]
+fn a_stop_found_by_the_start_guard_cancels_the_steps_action() {
+    // A rolling upgrade at `drain octo-1`; the template still names the old patch (e.g.
+    // reverted by hand) and octo-0 runs another schema line (e.g. its image patched by
+    // hand): applying the template is unsafe, and so is draining.
+    let mut o = steady(V1, 3);
+    o.spec.version = V1_PATCH.into();
+    o.status.upgrade = upgrade_record(V1, V1_PATCH, 3, 6, t0());
+    pod_mut(&mut o, "octo-2").version = Some(V1_PATCH.into());
+    node_mut(&mut o, "octo-2").version = Some(V1_PATCH.into());
+    pod_mut(&mut o, "octo-0").version = Some(V2.into());
+    let d = decide(&o);
+    assert_eq!(d.stop.as_ref().map(|s| s.0.as_str()), Some("UnsafeToStart"));
+    assert_eq!(d.action, None, "the operator acts although it stopped");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(40))]
+
+    /// Walks with random cluster sizes, work, backup durations and one kill anywhere.
+    #[test]
+    fn prop_randomised_walks_stay_safe_and_converge(
+        n in 1u32..=4,
+        schema in any::<bool>(),
+        spawn_every in prop::option::of(1u32..6),
+        task_ticks in 1u32..8,
+        backup_ticks in 0u32..4,
+        kill in prop::option::of((0u32..40, any::<bool>())),
+    ) {
+        let to = if schema { V2 } else { V1_PATCH };
+        let setup = move || {
+            let mut sim = if schema {
+                stop_the_world_sim(V1, V2, n)
+            } else {
+                rolling_sim(V1, V1_PATCH, n)
+            };
+            sim.spawn_every = spawn_every;
+            sim.task_ticks = task_ticks;
+            sim.backup_ticks = backup_ticks;
+            sim
+        };
+        match kill {
+            None => {
+                let mut sim = setup();
+                if let Err(e) = sim.try_run(500) {
+                    return Err(TestCaseError::fail(format!("{e}\n{}", sim.story())));
+                }
+                sim.assert_converged(to);
+            }
+            Some((k, before_record)) => {
+                let mode = if before_record { Kill::BeforeRecord } else { Kill::AfterApply };
+                if let Err(e) = killed_at(&setup, k, mode, to) {
+                    return Err(TestCaseError::fail(e));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,833 @@
+//! [`Sim`], a tiny simulated world (StatefulSet controller with OnDelete + OrderedReady,
+//! kubelet, Octopus nodes / tasks / maintenance mode, the backup Job). Invariants are
+//! checked at every moment of every walk.
+
+use super::fixtures::*;
+
+// ------------------------------------------------------------------------ the simulator
+
+/// Ticks that never end on their own.
+pub const FOREVER: u32 = u32::MAX;
+
+/// A task Octopus runs, with the ticks it still needs.
+#[derive(Clone, Debug)]
+pub struct SimTask {
+    pub view: TaskView,
+    pub left: u32,
+}
+
+/// The backup Job: succeeds (or fails) after some ticks.
+#[derive(Clone, Debug)]
+pub struct SimJob {
+    pub name: String,
+    pub from: String,
+    pub to: String,
+    pub left: u32,
+    pub outcome: Option<bool>,
+    pub completed_at: Option<Timestamp>,
+}
+
+impl SimJob {
+    pub fn view(&self) -> JobView {
+        JobView {
+            name: self.name.clone(),
+            succeeded: self.outcome == Some(true),
+            failed: self.outcome == Some(false),
+            completed_at: self.completed_at,
+        }
+    }
+}
+
+/// Where the operator dies during a reconcile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kill {
+    /// It does not: act, then record.
+    Never,
+    /// After applying the StatefulSet, before the action and the status write.
+    AfterApply,
+    /// After the action, before the status write: the world moved, the status did not.
+    BeforeRecord,
+}
+
+/// The upgrade a walk carries out, for the invariants.
+#[derive(Clone, Debug, Default)]
+pub struct Expect {
+    pub strategy: Option<Strategy>,
+    pub from: String,
+    pub to: String,
+    pub replicas: u32,
+}
+
+impl Expect {
+    pub fn new(strategy: Strategy, from: &str, to: &str, replicas: u32) -> Self {
+        Self {
+            strategy: Some(strategy),
+            from: from.into(),
+            to: to.into(),
+            replicas,
+        }
+    }
+}
+
+/// A tiny world: the StatefulSet controller (OnDelete, OrderedReady, one pod per tick),
+/// the kubelet (a started pod is ready one tick later, or crash-loops), Octopus (nodes that
+/// register when their pod is ready and keep their drain flag in the database, server-wide
+/// maintenance mode, tasks that run on serving nodes) and the backup Job. A reconcile
+/// observes it, decides, acts and records the status the way `controller::apply` does.
+#[derive(Clone, Debug)]
+pub struct Sim {
+    pub generation: i64,
+    pub spec: OctopusClusterSpec,
+    pub status: OctopusClusterStatus,
+    pub missing_secrets: Vec<String>,
+    pub sts: Option<StatefulSetView>,
+    pub pods: BTreeMap<u32, PodView>,
+    /// Nodes registered with Octopus: like their drain flag, they live in the database.
+    pub nodes: BTreeMap<String, OctopusNode>,
+    pub maintenance: bool,
+    pub tasks: Vec<SimTask>,
+    pub task_seq: u32,
+    /// Every this many ticks a task starts on each serving node, unless in maintenance mode.
+    pub spawn_every: Option<u32>,
+    /// Ticks a spawned task runs.
+    pub task_ticks: u32,
+    /// The Octopus API fails with this (reason, message).
+    pub fault: Option<(Reason, String)>,
+    pub job: Option<SimJob>,
+    pub backup_ticks: u32,
+    pub backup_fails: bool,
+    /// The Master Key copy of (from, to).
+    pub master_key_copy: Option<(String, String)>,
+    /// A pod of this ordinal crash-loops on this version.
+    pub crash_on: Option<(u32, String)>,
+    pub now: Timestamp,
+    pub ticks: u32,
+    pub reconciles: u32,
+    pub tentacle_queues: u32,
+    pub expect: Expect,
+    /// The template has run the new version with pods (stop-the-world).
+    pub new_template_started: bool,
+    /// Most nodes out of service at one moment (rolling).
+    pub max_out: usize,
+    /// Pods the operator deleted, in order.
+    pub replaced: Vec<String>,
+    /// What happened in the world, in order.
+    pub timeline: Vec<String>,
+    /// One line per reconcile.
+    pub log: Vec<String>,
+    pub violations: Vec<String>,
+    pub last: Option<Decision>,
+}
+
+impl Sim {
+    pub fn new(version: &str, replicas: u32) -> Self {
+        Self {
+            generation: 1,
+            spec: spec(version, i32::try_from(replicas).expect("small")),
+            status: OctopusClusterStatus::default(),
+            missing_secrets: Vec::new(),
+            sts: None,
+            pods: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+            maintenance: false,
+            tasks: Vec::new(),
+            task_seq: 0,
+            spawn_every: None,
+            task_ticks: 3,
+            fault: None,
+            job: None,
+            backup_ticks: 2,
+            backup_fails: false,
+            master_key_copy: None,
+            crash_on: None,
+            now: t0(),
+            ticks: 0,
+            reconciles: 0,
+            tentacle_queues: 0,
+            expect: Expect::default(),
+            new_template_started: false,
+            max_out: 0,
+            replaced: Vec::new(),
+            timeline: Vec::new(),
+            log: Vec::new(),
+            violations: Vec::new(),
+            last: None,
+        }
+    }
+
+    /// A cluster of `n` nodes ready on `version`, its status recorded by one reconcile.
+    pub fn steady(version: &str, n: u32) -> Self {
+        let mut sim = Self::new(version, n);
+        sim.sts = Some(StatefulSetView {
+            version: Some(version.into()),
+            replicas: i32::try_from(n).expect("small"),
+        });
+        for i in 0..n {
+            sim.pods.insert(i, pod(i, version));
+            sim.nodes.insert(pod_name(i), node(i, version));
+        }
+        sim.status.schema_version = Some(version.into());
+        let d = sim.reconcile(Kill::Never);
+        assert!(
+            d.action.is_none() && cond(&d, READY).status,
+            "the steady world is not steady: {d:?}"
+        );
+        sim
+    }
+
+    /// A person edits the spec (the generation moves).
+    pub fn change_spec(&mut self, edit: impl FnOnce(&mut OctopusClusterSpec)) {
+        edit(&mut self.spec);
+        self.generation += 1;
+    }
+
+    pub fn add_task(&mut self, ordinal: Option<u32>, ticks: u32) -> String {
+        self.task_seq += 1;
+        let id = format!("ServerTasks-{}", self.task_seq);
+        self.tasks.push(SimTask {
+            view: task(&id, ordinal),
+            left: ticks,
+        });
+        self.event(format!(
+            "task-started:{id}@{}",
+            ordinal.map(pod_name).unwrap_or_default()
+        ));
+        id
+    }
+
+    pub fn event(&mut self, what: String) {
+        self.timeline.push(what);
+    }
+
+    pub fn violation(&mut self, what: String) {
+        if self.violations.len() < 20 {
+            let at = self.log.last().cloned().unwrap_or_default();
+            self.violations.push(format!("{what}\n      at {at}"));
+        }
+    }
+
+    pub fn octopus_state(&self) -> OctopusState {
+        OctopusState {
+            nodes: self
+                .nodes
+                .values()
+                .map(|n| OctopusNode {
+                    running_tasks: u32::try_from(
+                        self.tasks
+                            .iter()
+                            .filter(|t| t.view.node.as_deref() == Some(n.name.as_str()))
+                            .count(),
+                    )
+                    .expect("few"),
+                    ..n.clone()
+                })
+                .collect(),
+            maintenance: self.maintenance,
+            running_tasks: self.tasks.iter().map(|t| t.view.clone()).collect(),
+        }
+    }
+
+    /// What `observe::observe` would read.
+    pub fn observe(&self) -> Observed {
+        let pods: Vec<PodView> = self.pods.values().cloned().collect();
+        let octopus = match (&self.fault, pods.iter().any(|p| p.ready)) {
+            (_, false) => OctopusView::NoReadyNode,
+            (Some((reason, message)), true) => OctopusView::Unavailable {
+                reason: *reason,
+                message: message.clone(),
+            },
+            (None, true) => OctopusView::Up(self.octopus_state()),
+        };
+        let backing_up = self
+            .status
+            .upgrade
+            .as_ref()
+            .filter(|u| u.finished_at.is_none())
+            .filter(|u| typed(u).has(StepKind::Backup));
+        let (backup_job, master_key_copy) = match backing_up {
+            Some(u) => (
+                self.job
+                    .as_ref()
+                    .filter(|j| j.from == u.from && j.to == u.to)
+                    .map(SimJob::view),
+                self.master_key_copy == Some((u.from.clone(), u.to.clone())),
+            ),
+            None => (None, false),
+        };
+        Observed {
+            name: NAME.into(),
+            generation: self.generation,
+            spec: self.spec.clone(),
+            status: self.status.clone(),
+            missing_secrets: self.missing_secrets.clone(),
+            statefulset: self.sts.clone(),
+            pods,
+            octopus,
+            backup_job,
+            master_key_copy,
+            now: self.now,
+        }
+    }
+
+    /// One reconcile: observe, decide, apply the StatefulSet, act, record.
+    pub fn reconcile(&mut self, kill: Kill) -> Decision {
+        self.reconciles += 1;
+        let o = self.observe();
+        let d = decide(&o);
+        self.log_decision(&d, kill);
+        self.check_decision(&o, &d);
+        if let Some(want) = &d.statefulset {
+            self.apply_statefulset(want);
+            self.check_world("after applying the StatefulSet");
+        }
+        if kill != Kill::AfterApply {
+            if let Some(action) = &d.action {
+                self.perform(action);
+                self.check_world("after the action");
+            }
+            if kill == Kill::Never {
+                self.status = record(&o, &d);
+            }
+        }
+        self.last = Some(d.clone());
+        d
+    }
+
+    /// One reconcile, then the world moves one tick.
+    pub fn step(&mut self, kill: Kill) -> Decision {
+        let d = self.reconcile(kill);
+        self.tick();
+        d
+    }
+
+    pub fn log_decision(&mut self, d: &Decision, kill: Kill) {
+        let (step, node) = step_of(d);
+        let progressing = cond(d, PROGRESSING);
+        let line = format!(
+            "#{} t+{}s gen{} {}{} -> action={} sts={} {}: {}{}",
+            self.reconciles,
+            self.now.duration_since(t0()).as_secs(),
+            self.generation,
+            step.map_or("-", StepKind::as_str),
+            node.map(|n| format!(" {n}")).unwrap_or_default(),
+            d.action.as_ref().map_or("-", Action::name),
+            d.statefulset
+                .as_ref()
+                .map_or("-".into(), |w| format!("{}@{}", w.version, w.replicas)),
+            progressing.reason,
+            progressing.message,
+            match kill {
+                Kill::Never => "",
+                Kill::AfterApply => " [killed after applying the StatefulSet]",
+                Kill::BeforeRecord => " [killed before recording]",
+            }
+        );
+        self.log.push(line);
+    }
+
+    pub fn apply_statefulset(&mut self, want: &StatefulSetWant) {
+        let view = StatefulSetView {
+            version: Some(want.version.clone()),
+            replicas: want.replicas,
+        };
+        if self.sts.as_ref() != Some(&view) {
+            self.event(format!("sts:{}@{}", want.version, want.replicas));
+            self.sts = Some(view);
+        }
+    }
+
+    pub fn perform(&mut self, action: &Action) {
+        match action {
+            Action::SetMaintenance(on) => {
+                if self.maintenance != *on {
+                    self.event(format!("maintenance:{}", if *on { "on" } else { "off" }));
+                }
+                self.maintenance = *on;
+            }
+            Action::SetDrain {
+                node_id,
+                node,
+                drained,
+            } => {
+                let found = self.nodes.values_mut().find(|n| n.id == *node_id);
+                match found {
+                    Some(n) if n.name == *node => n.drained = *drained,
+                    _ => self.violation(format!("drain of unknown node {node_id} ({node})")),
+                }
+                let verb = if *drained { "drain" } else { "undrain" };
+                self.event(format!("{verb}:{node}"));
+            }
+            Action::CancelTasks(ids) => {
+                for t in &mut self.tasks {
+                    if ids.contains(&t.view.id) {
+                        t.view.cancelling = true;
+                    }
+                }
+                self.event(format!("cancel:{}", ids.join(",")));
+            }
+            Action::DeletePod(name) => {
+                match self.pods.values_mut().find(|p| p.name == *name) {
+                    Some(p) => p.terminating = true,
+                    None => self.violation(format!("deleted missing pod {name}")),
+                }
+                self.replaced.push(name.clone());
+                self.event(format!("pod-deleted:{name}"));
+            }
+            Action::CopyMasterKey { from, to } => {
+                self.master_key_copy = Some((from.clone(), to.clone()));
+                self.event("master-key-copy".into());
+            }
+            Action::CreateBackupJob { from, to } => {
+                if self.job.is_none() {
+                    self.job = Some(SimJob {
+                        name: names::backup_job(NAME, from, to),
+                        from: from.clone(),
+                        to: to.clone(),
+                        left: self.backup_ticks,
+                        outcome: None,
+                        completed_at: None,
+                    });
+                    self.event("backup-job:created".into());
+                } else {
+                    self.violation("created the backup Job twice".into());
+                }
+            }
+            Action::QueueTentacleTasks { .. } => {
+                self.tentacle_queues += 1;
+                self.event("tentacles".into());
+            }
+        }
+    }
+
+    /// The world moves on by ten seconds.
+    pub fn tick(&mut self) {
+        self.ticks += 1;
+        self.now = after(self.now, 10);
+
+        // Octopus: tasks run down; cancelled ones end.
+        for t in &mut self.tasks {
+            if t.view.cancelling {
+                t.left = 0;
+            } else if t.left != FOREVER {
+                t.left = t.left.saturating_sub(1);
+            }
+        }
+        let (done, running): (Vec<_>, Vec<_>) = std::mem::take(&mut self.tasks)
+            .into_iter()
+            .partition(|t| t.left == 0);
+        self.tasks = running;
+        for t in done {
+            self.event(format!("task-finished:{}", t.view.id));
+        }
+
+        // The backup Job.
+        let mut job_event = None;
+        if let Some(job) = self.job.as_mut().filter(|j| j.outcome.is_none()) {
+            if job.left == 0 {
+                job.outcome = Some(!self.backup_fails);
+                job.completed_at = Some(self.now);
+                job_event = Some(if self.backup_fails {
+                    "backup-job:failed"
+                } else {
+                    "backup-job:succeeded"
+                });
+            } else {
+                job.left -= 1;
+            }
+        }
+        if let Some(e) = job_event {
+            self.event(e.into());
+        }
+
+        // Kubelet: terminating pods go; Octopus sees their node offline.
+        let gone: Vec<u32> = self
+            .pods
+            .values()
+            .filter(|p| p.terminating)
+            .map(|p| p.ordinal)
+            .collect();
+        for ordinal in gone {
+            let name = pod_name(ordinal);
+            let killed: Vec<String> = self
+                .tasks
+                .iter()
+                .filter(|t| t.view.node.as_deref() == Some(name.as_str()) && !t.view.cancelling)
+                .map(|t| t.view.id.clone())
+                .collect();
+            if !killed.is_empty() {
+                self.violation(format!("pod {name} stopped while running tasks {killed:?}"));
+            }
+            self.tasks
+                .retain(|t| t.view.node.as_deref() != Some(name.as_str()));
+            self.pods.remove(&ordinal);
+            if let Some(n) = self.nodes.get_mut(&name) {
+                n.offline = true;
+            }
+            self.event(format!("pod-gone:{name}"));
+        }
+
+        // Kubelet: started pods become ready (and register with Octopus), or crash.
+        let starting: Vec<u32> = self
+            .pods
+            .values()
+            .filter(|p| !p.ready && !p.terminating)
+            .map(|p| p.ordinal)
+            .collect();
+        for ordinal in starting {
+            let Some(p) = self.pods.get_mut(&ordinal) else {
+                continue;
+            };
+            let version = p.version.clone().unwrap_or_default();
+            let crashes = self
+                .crash_on
+                .as_ref()
+                .is_some_and(|(o, v)| *o == ordinal && *v == version);
+            let name = p.name.clone();
+            if crashes {
+                p.crash_looping = true;
+                p.restarts += 1;
+                self.event(format!("pod-crashed:{name}@{version}"));
+            } else {
+                p.crash_looping = false;
+                p.ready = true;
+                let n = self
+                    .nodes
+                    .entry(name.clone())
+                    .or_insert_with(|| node(ordinal, &version));
+                n.version = Some(version.clone());
+                n.offline = false;
+                self.event(format!("pod-ready:{name}@{version}"));
+            }
+        }
+
+        // StatefulSet controller: OnDelete, OrderedReady, one pod per tick.
+        if let Some(sts) = self.sts.clone() {
+            let replicas = u32::try_from(sts.replicas.max(0)).expect("non-negative");
+            let excess = self
+                .pods
+                .values()
+                .filter(|p| p.ordinal >= replicas && !p.terminating)
+                .map(|p| p.ordinal)
+                .max();
+            if let Some(ordinal) = excess {
+                if let Some(p) = self.pods.get_mut(&ordinal) {
+                    p.terminating = true;
+                }
+                self.event(format!("pod-stopping:{}", pod_name(ordinal)));
+            } else if let Some(missing) = (0..replicas).find(|o| !self.pods.contains_key(o)) {
+                let lower_ready = (0..missing)
+                    .all(|l| self.pods.get(&l).is_some_and(|p| p.ready && !p.terminating));
+                if lower_ready {
+                    let version = sts.version.clone().unwrap_or_default();
+                    self.pods.insert(
+                        missing,
+                        PodView {
+                            name: pod_name(missing),
+                            ordinal: missing,
+                            version: Some(version.clone()),
+                            ..PodView::default()
+                        },
+                    );
+                    self.event(format!("pod-created:{}@{version}", pod_name(missing)));
+                }
+            }
+        }
+
+        // Octopus: work arrives on serving nodes.
+        if let Some(every) = self.spawn_every
+            && self.ticks.is_multiple_of(every)
+            && !self.maintenance
+        {
+            let serving: Vec<u32> = self
+                .pods
+                .values()
+                .filter(|p| p.ready && !p.terminating)
+                .filter(|p| {
+                    self.nodes
+                        .get(&p.name)
+                        .is_some_and(|n| !n.drained && !n.offline)
+                })
+                .map(|p| p.ordinal)
+                .collect();
+            for ordinal in serving {
+                let ticks = self.task_ticks;
+                self.add_task(Some(ordinal), ticks);
+            }
+        }
+        self.check_world("after the world moved");
+    }
+
+    /// Desired nodes that serve no tasks right now: pod missing, not ready or terminating,
+    /// or the node drained or offline in Octopus.
+    pub fn out_of_service(&self) -> Vec<String> {
+        (0..self.expect.replicas)
+            .filter(|ordinal| {
+                let name = pod_name(*ordinal);
+                let pod_ok = self
+                    .pods
+                    .get(ordinal)
+                    .is_some_and(|p| p.ready && !p.terminating);
+                let node_ok = self
+                    .nodes
+                    .get(&name)
+                    .is_none_or(|n| !n.drained && !n.offline);
+                !(pod_ok && node_ok)
+            })
+            .map(pod_name)
+            .collect()
+    }
+
+    /// Invariants of the world at every moment.
+    pub fn check_world(&mut self, when: &str) {
+        let mut problems = Vec::new();
+        let lines: BTreeSet<(u64, u64)> = self
+            .pods
+            .values()
+            .filter_map(|p| p.version.as_deref())
+            .map(line)
+            .collect();
+        if lines.len() > 1 {
+            problems.push(format!("pods run schema lines {lines:?} at once"));
+        }
+        match self.expect.strategy {
+            Some(Strategy::Rolling) => {
+                let out = self.out_of_service();
+                self.max_out = self.max_out.max(out.len());
+                if out.len() > 1 {
+                    problems.push(format!("nodes out of service at once: {out:?}"));
+                }
+            }
+            Some(Strategy::StopTheWorld) => {
+                if let Some(sts) = self.sts.clone() {
+                    let template = sts.version.clone().unwrap_or_default();
+                    let full = i32::try_from(self.expect.replicas).expect("small");
+                    let backup_needed =
+                        self.spec.upgrade.backup.as_ref().and_then(|b| b.skip) != Some(true);
+                    if template == self.expect.from && sts.replicas < full {
+                        if !self.maintenance {
+                            problems.push("nodes stop before maintenance mode is on".into());
+                        }
+                        let pair = (self.expect.from.clone(), self.expect.to.clone());
+                        if backup_needed && self.master_key_copy.as_ref() != Some(&pair) {
+                            problems.push("nodes stop before the Master Key is copied".into());
+                        }
+                        if backup_needed
+                            && self.job.as_ref().is_none_or(|j| j.outcome != Some(true))
+                        {
+                            problems.push("nodes stop before the backup succeeded".into());
+                        }
+                        if !self.tasks.is_empty() {
+                            problems
+                                .push(format!("nodes stop while {} task(s) run", self.tasks.len()));
+                        }
+                    }
+                    if template == self.expect.to {
+                        let old: Vec<String> = self
+                            .pods
+                            .values()
+                            .filter(|p| p.version.as_deref() != Some(self.expect.to.as_str()))
+                            .map(|p| p.name.clone())
+                            .collect();
+                        if !old.is_empty() {
+                            problems.push(format!(
+                                "the template runs {} while {old:?} run another version",
+                                self.expect.to
+                            ));
+                        }
+                        if sts.replicas >= 1 {
+                            self.new_template_started = true;
+                        }
+                    } else if self.new_template_started {
+                        problems.push(format!(
+                            "the template went back to {template}@{} after pods started on {}",
+                            sts.replicas, self.expect.to
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+        for p in problems {
+            self.violation(format!("{when}: {p}"));
+        }
+    }
+
+    /// Invariants of one decision against the world it was made on.
+    pub fn check_decision(&mut self, o: &Observed, d: &Decision) {
+        let Some(action) = &d.action else {
+            return;
+        };
+        let needs_octopus = matches!(
+            action,
+            Action::SetMaintenance(_)
+                | Action::SetDrain { .. }
+                | Action::CancelTasks(_)
+                | Action::QueueTentacleTasks { .. }
+        );
+        if needs_octopus && o.octopus.state().is_none() {
+            self.violation(format!("acted blind: {action:?} without Octopus's view"));
+        }
+        if d.stop.is_some() {
+            self.violation(format!("{action:?} despite the stop {:?}", d.stop));
+        }
+        if let Action::DeletePod(name) = action {
+            let drained = self.nodes.get(name).is_some_and(|n| n.drained);
+            let busy: Vec<String> = self
+                .tasks
+                .iter()
+                .filter(|t| t.view.node.as_deref() == Some(name.as_str()))
+                .map(|t| t.view.id.clone())
+                .collect();
+            if !drained || !busy.is_empty() {
+                self.violation(format!(
+                    "replacing {name}: drained={drained}, running tasks {busy:?}"
+                ));
+            }
+        }
+    }
+
+    /// The cluster is where the spec wants it and the operator has nothing left to do.
+    pub fn settled(&self) -> bool {
+        let Some(d) = &self.last else {
+            return false;
+        };
+        d.action.is_none()
+            && cond(d, READY).status
+            && d.upgrade.as_ref().is_none_or(|u| u.finished_at.is_some())
+            && d.statefulset == want(&self.spec.version, self.spec.replicas)
+            && self.status.upgrade == d.upgrade
+    }
+
+    pub fn try_run(&mut self, max: u32) -> Result<(), String> {
+        for _ in 0..max {
+            self.step(Kill::Never);
+            if self.settled() {
+                return Ok(());
+            }
+        }
+        Err(format!("did not settle within {max} reconciles"))
+    }
+
+    /// Reconciles until settled; panics with the story when it does not.
+    pub fn run(&mut self, max: u32) {
+        if let Err(e) = self.try_run(max) {
+            panic!("{e}\n{}", self.story());
+        }
+    }
+
+    /// Reconciles until a decision satisfies `until`; the world is left right after that
+    /// reconcile's act and record.
+    pub fn run_until(&mut self, max: u32, until: impl Fn(&Decision) -> bool) -> Decision {
+        for _ in 0..max {
+            let d = self.reconcile(Kill::Never);
+            if until(&d) {
+                return d;
+            }
+            self.tick();
+        }
+        panic!("never got there within {max} reconciles\n{}", self.story());
+    }
+
+    /// Reconciles until the decision about to be made satisfies `until`, and leaves the
+    /// world and status just before that reconcile.
+    pub fn run_until_due(&mut self, max: u32, until: impl Fn(&Decision) -> bool) -> Decision {
+        for _ in 0..max {
+            let before = self.clone();
+            let d = self.reconcile(Kill::Never);
+            if until(&d) {
+                *self = before;
+                return d;
+            }
+            self.tick();
+        }
+        panic!("never got there within {max} reconciles\n{}", self.story());
+    }
+
+    pub fn story(&self) -> String {
+        let tail = self.log.len().saturating_sub(40);
+        format!(
+            "violations:\n  {}\nlast reconciles:\n  {}\ntimeline:\n  {}",
+            self.violations.join("\n  "),
+            self.log[tail..].join("\n  "),
+            self.timeline.join(" | ")
+        )
+    }
+
+    pub fn assert_clean(&self) {
+        assert!(self.violations.is_empty(), "{}", self.story());
+    }
+
+    /// The end of every walk: every node ready and serving on `version`, Octopus out of
+    /// maintenance mode, the upgrade record finished, Ready in status.
+    pub fn assert_converged(&self, version: &str) {
+        self.assert_clean();
+        let n = u32::try_from(self.spec.replicas).expect("small");
+        let story = || self.story();
+        assert_eq!(
+            self.pods.keys().copied().collect::<Vec<_>>(),
+            (0..n).collect::<Vec<_>>(),
+            "{}",
+            story()
+        );
+        for p in self.pods.values() {
+            assert!(
+                p.ready && !p.terminating && p.version.as_deref() == Some(version),
+                "{p:?}\n{}",
+                story()
+            );
+            let node = self.nodes.get(&p.name).expect("registered");
+            assert!(!node.drained && !node.offline, "{node:?}\n{}", story());
+            assert_eq!(node.version.as_deref(), Some(version));
+        }
+        assert!(!self.maintenance, "maintenance mode left on\n{}", story());
+        assert_eq!(
+            self.sts,
+            Some(StatefulSetView {
+                version: Some(version.into()),
+                replicas: self.spec.replicas,
+            })
+        );
+        if let Some(up) = &self.status.upgrade {
+            assert!(up.finished_at.is_some(), "{up:?}");
+            assert!(
+                typed(up).steps.iter().all(|s| s.state == StepState::Done),
+                "{up:?}"
+            );
+            assert!(up.step.is_none() && up.node.is_none(), "{up:?}");
+            assert!(up.stopped_reason.is_none(), "{up:?}");
+            assert!(
+                up.held_by.is_none(),
+                "nothing holds a finished upgrade: {up:?}"
+            );
+        }
+        assert!(
+            conditions::is_true(&self.status.conditions, READY),
+            "{:?}",
+            self.status.conditions
+        );
+        for type_ in [DEGRADED, UPGRADE_BLOCKED, PAUSED] {
+            assert!(
+                !conditions::is_true(&self.status.conditions, type_),
+                "{type_}: {:?}",
+                self.status.conditions
+            );
+        }
+        assert_eq!(self.status.current_version.as_deref(), Some(version));
+        assert_eq!(self.status.target_version.as_deref(), Some(version));
+    }
+}
+
+pub fn pos(timeline: &[String], what: &str) -> usize {
+    timeline
+        .iter()
+        .position(|e| e == what)
+        .unwrap_or_else(|| panic!("{what} never happened:\n  {}", timeline.join(" | ")))
+}
+
+pub fn last_pos(timeline: &[String], prefix: &str) -> Option<usize> {
+    timeline.iter().rposition(|e| e.starts_with(prefix))
+}
+
+pub fn first_pos(timeline: &[String], prefix: &str) -> Option<usize> {
+    timeline.iter().position(|e| e.starts_with(prefix))
+}
