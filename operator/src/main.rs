@@ -16,7 +16,7 @@ use tracing_subscriber::EnvFilter;
 #[derive(Debug, Parser)]
 #[command(
     name = "octopus-operator",
-    version,
+    version = env!("OCTOPUS_OPERATOR_VERSION"),
     about = "Runs Octopus Deploy Server HA clusters on Kubernetes and upgrades them safely"
 )]
 struct Cli {
