@@ -242,6 +242,7 @@ fn image_metadata_user_entrypoint_labels_and_contents() -> Result<()> {
     );
     let listing = run_checked(
         Command::new("tar")
+            .env("TZ", "UTC")
             .args([
                 "--list",
                 "--verbose",
