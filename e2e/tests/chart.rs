@@ -48,6 +48,11 @@ const INSTALL_NAME: &str = "octopus-operator";
 const CRD_NAME: &str = "octopusclusters.octopusoperator.dev";
 const WAIT: Duration = Duration::from_secs(60);
 
+/// Held by the tests that install or discover cluster-wide APIs (kubectl apply, helm
+/// install, the CRD upgrade): a CRD appearing or going away while helm discovers the API
+/// makes its discovery fail on the half-served group.
+static API_CHANGES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -698,6 +703,7 @@ async fn assert_can_i(cluster: &TestCluster, user: &str, cases: &[(bool, &[&str]
 
 #[tokio::test]
 async fn install_yaml_applies_server_side_and_grants_the_operator_its_rights() -> Result<()> {
+    let _serial = API_CHANGES.lock().await;
     let cluster = TestCluster::shared().await?;
     let install = repo_root().join("charts/install.yaml");
     // --force-conflicts: the control plane is shared, and other scenarios may have applied
@@ -902,6 +908,7 @@ async fn install_yaml_applies_server_side_and_grants_the_operator_its_rights() -
 
 #[tokio::test]
 async fn helm_install_with_watch_namespace_confines_the_operator_to_it() -> Result<()> {
+    let _serial = API_CHANGES.lock().await;
     let cluster = TestCluster::shared().await?;
     let operator_ns = cluster.namespace("chart-operator").await?;
     let watched_ns = cluster.namespace("chart-watched").await?;
@@ -1297,6 +1304,7 @@ fn grafana_dashboard_is_optional_and_charts_exported_series_only() -> Result<()>
 /// the "older" version lacks `spec.tentacles`.
 #[tokio::test]
 async fn crd_upgrade_by_server_side_apply_serves_the_new_schema() -> Result<()> {
+    let _serial = API_CHANGES.lock().await;
     let cluster = TestCluster::shared().await?;
     let suffix: String = (0..6)
         .map(|_| fastrand::alphanumeric().to_ascii_lowercase())
@@ -1408,5 +1416,10 @@ async fn crd_upgrade_by_server_side_apply_serves_the_new_schema() -> Result<()> 
     }
     .await;
     crds.delete(&name, &Default::default()).await?;
+    // Gone from discovery before the next test that discovers the API runs.
+    wait_until("the test CRD to be deleted", WAIT, || async {
+        Ok(crds.get_opt(&name).await?.is_none().then_some(()))
+    })
+    .await?;
     result
 }
