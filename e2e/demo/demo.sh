@@ -223,7 +223,8 @@ say "started octopus-twin (pid $twin_pid) at $twin_url: kubelet for $ns, Octopus
 
 set -m
 "$operator_bin" run --namespace "$ns" --metrics-addr 127.0.0.1:0 \
-  --api-url-template "$twin_url/{namespace}/{name}" --poll-interval 500ms \
+  --api-url-template "$twin_url/{namespace}/{name}" \
+  --node-url-template "$twin_url/{namespace}/{service}/{pod}" --poll-interval 500ms \
   </dev/null >"$run/operator.log" 2>&1 &
 operator_pid=$!
 set +m

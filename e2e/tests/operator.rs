@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use octopus_e2e::scenario::{Scenario, condition, must, spec};
+use octopus_e2e::twin::events::min_serving_since;
 use octopus_e2e::twin::{Event, EventKind, Faults, GeneratorConfig, Timing, TwinConfig};
 use serde_json::json;
 
@@ -28,34 +29,6 @@ fn twin_config(tasks: bool) -> TwinConfig {
         },
         ..TwinConfig::default()
     }
-}
-
-/// The fewest nodes serving (running and not drained) at any moment after `since`,
-/// replayed from the twin's flight recorder.
-fn min_serving_since(events: &[Event], since: Timestamp) -> usize {
-    // node -> (running, drained)
-    let mut nodes: BTreeMap<String, (bool, bool)> = BTreeMap::new();
-    let mut fewest = usize::MAX;
-    for e in events {
-        match &e.kind {
-            EventKind::NodeRunning { node, drained, .. } => {
-                nodes.insert(node.clone(), (true, *drained));
-            }
-            EventKind::NodeStopped { node, .. } | EventKind::NodeCrashed { node, .. } => {
-                nodes.entry(node.clone()).or_default().0 = false;
-            }
-            EventKind::NodeDrained { node } => nodes.entry(node.clone()).or_default().1 = true,
-            EventKind::NodeUndrained { node } => nodes.entry(node.clone()).or_default().1 = false,
-            _ => continue,
-        }
-        if e.at > since {
-            let serving = nodes
-                .values()
-                .filter(|(running, drained)| *running && !*drained);
-            fewest = fewest.min(serving.count());
-        }
-    }
-    fewest
 }
 
 /// Waits until the upgrade to `version` has finished and every node runs it.
@@ -222,6 +195,17 @@ async fn patch_upgrade_rolls_with_tasks_running() {
         })
         .collect();
     assert_eq!(drained, vec!["octo-2", "octo-1", "octo-0"]);
+    // Each node's version came from that node itself, at its own address through the
+    // headless Service (the summary has none): every node answered its own GET /api.
+    for node in ["octo-0", "octo-1", "octo-2"] {
+        let own = format!("{}/octo-nodes/{node}", s.ns.name());
+        assert!(
+            events.iter().any(|e| matches!(&e.kind,
+                EventKind::HttpRequest { route, service, node: answered, status: 200, .. }
+                    if route == "/api" && *service == own && answered.as_deref() == Some(node))),
+            "{node} was never asked for its own version"
+        );
+    }
     must(s.finish().await);
 }
 

@@ -3,6 +3,8 @@
 //! Scenarios assert over it ("never fewer than N-1 nodes serving", "no schema
 //! violation") and benchmarks measure waits with it. Never holds secrets.
 
+use std::collections::BTreeMap;
+
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -66,6 +68,10 @@ pub enum EventKind {
         node: String,
     },
     NodeUndrained {
+        node: String,
+    },
+    /// A node's record was deleted through the API.
+    NodeRecordDeleted {
         node: String,
     },
     NodeTaskCapChanged {
@@ -172,4 +178,32 @@ impl EventLog {
             .min(self.events.len());
         &self.events[start..]
     }
+}
+
+/// The fewest nodes serving (running and not drained) at any moment after `since`,
+/// replayed from the twin's flight recorder.
+pub fn min_serving_since(events: &[Event], since: Timestamp) -> usize {
+    // node -> (running, drained)
+    let mut nodes: BTreeMap<String, (bool, bool)> = BTreeMap::new();
+    let mut fewest = usize::MAX;
+    for e in events {
+        match &e.kind {
+            EventKind::NodeRunning { node, drained, .. } => {
+                nodes.insert(node.clone(), (true, *drained));
+            }
+            EventKind::NodeStopped { node, .. } | EventKind::NodeCrashed { node, .. } => {
+                nodes.entry(node.clone()).or_default().0 = false;
+            }
+            EventKind::NodeDrained { node } => nodes.entry(node.clone()).or_default().1 = true,
+            EventKind::NodeUndrained { node } => nodes.entry(node.clone()).or_default().1 = false,
+            _ => continue,
+        }
+        if e.at > since {
+            let serving = nodes
+                .values()
+                .filter(|(running, drained)| *running && !*drained);
+            fewest = fewest.min(serving.count());
+        }
+    }
+    fewest
 }
