@@ -3,5 +3,6 @@
 
 pub mod cluster;
 pub mod jobs;
+pub mod process;
 pub mod scenario;
 pub mod twin;
