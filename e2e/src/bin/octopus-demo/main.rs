@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use clap::Parser;
 use clap::builder::FalseyValueParser;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Api;
 use octopus_e2e::process::Process;
 use octopus_e2e::twin::Event;
@@ -192,15 +193,17 @@ impl Demo {
             false,
             &["apply", "--server-side", "--force-conflicts", "-f", &crd],
         )?;
-        self.kubectl_output(
-            false,
-            &[
-                "wait",
-                "--for=condition=Established",
-                "--timeout=60s",
-                "crd/octopusclusters.octopusoperator.dev",
-            ],
-        )?;
+        // Through the API rather than `kubectl wait`, which fails on a CRD created so
+        // recently that it has no conditions yet.
+        let crds: Api<CustomResourceDefinition> = Api::all(self.client.clone());
+        let established = kube::runtime::wait::await_condition(
+            crds,
+            "octopusclusters.octopusoperator.dev",
+            kube::runtime::wait::conditions::is_crd_established(),
+        );
+        tokio::time::timeout(Duration::from_secs(60), established)
+            .await
+            .context("the CRD was not Established within 60s")??;
         self.kubectl_output(false, &["create", "namespace", &ns])?;
         self.namespace_created = true;
         self.screen.say(&format!("created namespace {ns}"));
