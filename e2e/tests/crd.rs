@@ -1,6 +1,7 @@
 //! The OctopusCluster API on a real API server: the CRD installs and becomes Established,
 //! the samples are accepted, every malformed sample is refused by the server with a
-//! message naming the field, and kubectl reads the descriptions and printer columns.
+//! message naming the field and saying what to write (no regex, no CEL rule, no CEL runtime
+//! error), and kubectl reads the descriptions and printer columns.
 
 use std::path::PathBuf;
 
@@ -77,6 +78,21 @@ async fn crd_samples_and_kubectl_views() {
             path.display(),
             out.stderr
         );
+        // A person must read what to write, not a regex, a CEL rule or a CEL runtime error.
+        for unreadable in [
+            "type conversion error",
+            "should match",
+            "failed rule",
+            "self.matches",
+            "[0-9]",
+        ] {
+            assert!(
+                !out.stderr.contains(unreadable),
+                "{}: the refusal shows {unreadable:?} instead of what to write:\n{}",
+                path.display(),
+                out.stderr
+            );
+        }
     }
 
     let explain = must(

@@ -71,6 +71,20 @@ fn blocked_changes_exit_zero_with_a_reason_and_no_steps() {
     }
     let hop = json(&["--from", "2.5.0", "--to", "3.0.0", "-o", "json"]);
     assert_eq!(hop["path"], serde_json::json!(["2.5.0", "2.6.5", "3.0.0"]));
+    // A known bad path with a chain of hops (OctopusDeploy/Issues#4509): the path lists
+    // them and the message names them.
+    let chain = json(&["--from", "3.3.8", "--to", "2018.4.3", "-o", "json"]);
+    assert_eq!(chain["reason"], "KnownBadUpgradePath", "{chain}");
+    assert_eq!(
+        chain["path"],
+        serde_json::json!(["3.3.8", "3.4.15", "3.17.14", "2018.4.3"])
+    );
+    let message = chain["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("3.3.8 -> 3.4.15 -> 3.17.14 -> 2018.4.3"),
+        "{message}"
+    );
+    assert!(message.contains("OctopusDeploy/Issues#4509"), "{message}");
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! its spec (what users declare), its status (what the operator reports) and the CRD
 //! generated from them. No behaviour lives here.
 
+pub mod admission;
 mod spec;
 mod status;
 
@@ -67,6 +68,45 @@ mod tests {
             if let Some(items) = child.get("items") {
                 walk(items, &here, missing);
             }
+        }
+    }
+
+    /// A bare `pattern` makes the API server print the regex; every CEL rule needs a message
+    /// or it prints the rule. Formats are checked by [`admission`] rules instead.
+    #[test]
+    fn every_check_speaks_to_a_person() {
+        let crd = serde_json::to_value(OctopusCluster::crd()).expect("CRD serialises");
+        let mut found = Vec::new();
+        find_unreadable(&crd, "", &mut found);
+        assert!(found.is_empty(), "unreadable checks: {found:?}");
+    }
+
+    fn find_unreadable(node: &serde_json::Value, path: &str, found: &mut Vec<String>) {
+        match node {
+            serde_json::Value::Object(map) => {
+                if map.get("pattern").is_some_and(serde_json::Value::is_string) {
+                    found.push(format!("{path}: pattern"));
+                }
+                for rule in map
+                    .get("x-kubernetes-validations")
+                    .and_then(|v| v.as_array())
+                    .into_iter()
+                    .flatten()
+                {
+                    if rule.get("message").is_none() && rule.get("messageExpression").is_none() {
+                        found.push(format!("{path}: rule without message {rule}"));
+                    }
+                }
+                for (key, child) in map {
+                    find_unreadable(child, &format!("{path}.{key}"), found);
+                }
+            }
+            serde_json::Value::Array(items) => {
+                for child in items {
+                    find_unreadable(child, path, found);
+                }
+            }
+            _ => {}
         }
     }
 

@@ -2,8 +2,8 @@
 //! own it); everything it learns goes to status.
 //!
 //! What can be checked without the cluster is checked at admission by the OpenAPI schema and
-//! the CEL rules declared here; what needs the cluster (Secrets, time zones) becomes a
-//! condition at reconcile time.
+//! the CEL rules declared here (string formats: [`super::admission`]); what needs the cluster
+//! (Secrets, time zones) becomes a condition at reconcile time.
 
 use k8s_openapi::api::batch::v1::JobSpec;
 use k8s_openapi::api::core::v1::{LocalObjectReference, ResourceRequirements};
@@ -13,13 +13,11 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::admission;
 use super::status::OctopusClusterStatus;
 
-/// An exact Octopus Server version: MAJOR.MINOR.PATCH, or MAJOR.MINOR.PATCH.BUILD before 3.0.
-pub const VERSION_PATTERN: &str =
-    r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))?$";
-/// A Go-style duration as Kubernetes writes them (`90s`, `30m`, `1h30m`).
-const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$";
+/// Longest duration string accepted (`maxLength`, which bounds the CEL rule's cost).
+const DURATION_MAX: u32 = 32;
 
 /// Desired state of an Octopus Deploy Server high-availability cluster.
 // kube-derive repeats `printcolumn`, which clippy mistakes for duplicated attributes.
@@ -71,14 +69,14 @@ const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$";
     )
 )]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("self.version.split('.').size() == 3 || int(self.version.split('.')[0]) < 3").message("four-part versions (MAJOR.MINOR.PATCH.BUILD) exist only before Octopus 3.0; use MAJOR.MINOR.PATCH").field_path(".version"))]
 pub struct OctopusClusterSpec {
     /// The exact Octopus Server version to run, e.g. `2024.1.12345`, `3.4.12`, or
     /// `2.6.5.1010` (before 3.0). Floating tags such as `latest` are rejected: the operator
     /// must know which database schema a version brings. Changing it starts an upgrade:
     /// patch changes roll one node at a time; minor and major changes follow Octopus's
     /// stop-the-world procedure (see `upgrade`).
-    #[schemars(regex(pattern = VERSION_PATTERN), length(max = 32))]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = admission::version(), validation = admission::four_parts_only_before_three())]
     pub version: String,
 
     /// Number of Octopus Server nodes (pods). Each node is one member of the HA cluster.
@@ -165,7 +163,8 @@ pub struct ImageSpec {
     pub repository: String,
     /// Tag variant appended to the version, e.g. `hardened` gives `2024.1.12345-hardened`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$"), length(max = 64))]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = admission::variant())]
     pub variant: Option<String>,
     /// Image pull policy of the Octopus Server container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -255,13 +254,14 @@ pub struct VolumeSpec {
 }
 
 /// How the operator reaches the Octopus REST API.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ApiSpec {
     /// Base URL of the Octopus Server (the part before `/api`). Default: the cluster's own
     /// Service, `http://<name>.<namespace>.svc:8080`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^https?://[^\s]+$"), length(max = 2048))]
+    #[schemars(length(max = 2048))]
+    #[x_kube(validation = admission::url())]
     pub url: Option<String>,
     /// Secret key holding extra PEM CA certificates to trust for an https URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -288,7 +288,8 @@ pub struct UpgradeSpec {
     /// the operator take the cluster down and migrate the database now (ignores the
     /// maintenance window). Patch upgrades need no approval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = VERSION_PATTERN), length(max = 32))]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = admission::version())]
     pub approved_version: Option<String>,
 
     /// When `Automatic` schema upgrades may start. Unset: any time. A started upgrade always
@@ -299,7 +300,8 @@ pub struct UpgradeSpec {
     /// How long to wait for a drained node's running tasks (or, before a schema upgrade, for
     /// every running task) before `onDrainTimeout` applies.
     #[serde(default = "default_drain_timeout")]
-    #[schemars(regex(pattern = DURATION_PATTERN))]
+    #[schemars(length(max = DURATION_MAX))]
+    #[x_kube(validation = admission::duration())]
     pub drain_timeout: Duration,
 
     /// What happens when `drainTimeout` passes: `Wait` keeps waiting and says so in status;
@@ -311,7 +313,8 @@ pub struct UpgradeSpec {
     /// of a schema upgrade, to migrate the database) before the operator stops and reports
     /// it as Degraded.
     #[serde(default = "default_node_ready_timeout")]
-    #[schemars(regex(pattern = DURATION_PATTERN))]
+    #[schemars(length(max = DURATION_MAX))]
+    #[x_kube(validation = admission::duration())]
     pub node_ready_timeout: Duration,
 
     /// Database backup taken before every schema-changing upgrade.
@@ -363,7 +366,7 @@ pub enum DrainTimeoutPolicy {
 }
 
 /// A weekly window in which automatic schema upgrades may start.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MaintenanceWindow {
     /// Days on which the window opens. Empty: every day.
@@ -371,17 +374,17 @@ pub struct MaintenanceWindow {
     #[schemars(length(max = 7))]
     pub days: Vec<Weekday>,
     /// Local time at which the window opens, `HH:MM` (24-hour clock).
-    #[schemars(regex(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"))]
+    #[schemars(length(max = 16))]
+    #[x_kube(validation = admission::clock())]
     pub start: String,
     /// How long the window stays open, e.g. `4h`.
-    #[schemars(regex(pattern = DURATION_PATTERN))]
+    #[schemars(length(max = DURATION_MAX))]
+    #[x_kube(validation = admission::duration())]
     pub duration: Duration,
     /// IANA time zone of `start`, e.g. `Europe/Berlin`. Default `UTC`.
     #[serde(default = "default_time_zone")]
-    #[schemars(
-        regex(pattern = r"^[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+)*$"),
-        length(max = 64)
-    )]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = admission::time_zone())]
     pub time_zone: String,
 }
 

@@ -48,28 +48,12 @@ pub static GATEWAYS: [Gateway; 3] = [
     },
 ];
 
-/// The versions to pass through from `from` to `to`, both included. Two entries when the
-/// move is direct.
-pub fn path(from: &OctopusVersion, to: &OctopusVersion) -> Vec<OctopusVersion> {
-    let mut path = vec![from.clone()];
-    for gateway in first_hops(from, to) {
-        path.push(gateway.via.clone());
-    }
-    path.push(to.clone());
-    path
-}
-
-/// The gateways the move from `from` to `to` must pass, in order.
-pub fn first_hops<'a>(from: &'a OctopusVersion, to: &'a OctopusVersion) -> Vec<&'static Gateway> {
-    let mut current = from;
-    let mut hops = Vec::new();
-    for gateway in &GATEWAYS {
-        if *current < gateway.from_below && *to >= gateway.to_at_least {
-            hops.push(gateway);
-            current = &gateway.via;
-        }
-    }
-    hops
+/// The first gateway the move from `from` to `to` must pass, if any: the version to go to
+/// before anything else. [`super::route`] chains these with the known bad paths' hops.
+pub fn gateway(from: &OctopusVersion, to: &OctopusVersion) -> Option<&'static Gateway> {
+    GATEWAYS
+        .iter()
+        .find(|gateway| *from < gateway.from_below && *to >= gateway.to_at_least)
 }
 
 #[cfg(test)]

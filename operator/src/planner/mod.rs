@@ -5,7 +5,8 @@
 //!
 //! - [`change`]: patch / minor / major and their downgrades ([`classify`]).
 //! - [`rules`]: the ordered checks that refuse a change, each with a [`BlockReason`].
-//! - [`legacy`], [`known_bad`]: upgrade-path knowledge as data tables.
+//! - [`legacy`], [`known_bad`]: upgrade-path knowledge as data tables; [`route`] chains
+//!   their hops into the path to take.
 //! - [`steps`]: the [`Strategy`] a change needs and its ordered [`Step`]s.
 //!
 //! It decides; it does not act and must not touch Kubernetes or the Octopus API.
@@ -15,6 +16,7 @@ pub mod cli;
 pub mod known_bad;
 pub mod legacy;
 pub mod reason;
+pub mod route;
 pub mod rules;
 pub mod steps;
 pub mod table;
@@ -64,7 +66,8 @@ pub struct Plan {
     /// Whether the database and Master Key are backed up before anything stops.
     pub backup_required: bool,
     /// Versions passed through, `from` first and `to` last: two entries for a direct move,
-    /// more when Octopus needs hops (then the plan is blocked), one when nothing changes.
+    /// more when Octopus needs hops (a legacy gateway or a known bad path's chain; then the
+    /// plan is blocked), one when nothing changes.
     pub path: Vec<OctopusVersion>,
     /// The ordered steps; empty when blocked or when nothing changes.
     pub steps: Vec<Step>,
@@ -80,7 +83,7 @@ pub fn plan(request: &PlanRequest) -> Plan {
     let path = if change == ChangeKind::None {
         vec![request.from.clone()]
     } else {
-        legacy::path(&request.from, &request.to)
+        route::path(&request.from, &request.to)
     };
     let refusal = refusals(request, change).into_iter().next();
     let strategy = match refusal {

@@ -15,7 +15,9 @@ pub enum BlockReason {
     /// Octopus cannot move there directly; the plan's `path` lists the versions to go
     /// through, one `spec.version` change at a time.
     UnsupportedUpgradePath,
-    /// Octopus documents this exact move as failing (e.g. OctopusDeploy/Issues#7790).
+    /// Octopus documents this exact move as failing (e.g. OctopusDeploy/Issues#7790). The
+    /// message names the versions to go through (also in the plan's `path`) or the fixed
+    /// build to take instead.
     KnownBadUpgradePath,
     /// Going back to an older minor or major needs the database restored from the backup
     /// taken before the upgrade.

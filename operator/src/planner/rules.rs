@@ -7,7 +7,7 @@
 
 use super::change::ChangeKind;
 use super::reason::BlockReason;
-use super::{PlanRequest, known_bad, legacy};
+use super::{PlanRequest, known_bad, legacy, route};
 use crate::version::OctopusVersion;
 
 /// A rule that refuses a change, with the message to show.
@@ -50,8 +50,8 @@ fn join(path: &[OctopusVersion]) -> String {
 }
 
 fn unsupported_path(request: &PlanRequest, _: ChangeKind) -> Option<String> {
-    let first = *legacy::first_hops(&request.from, &request.to).first()?;
-    let path = legacy::path(&request.from, &request.to);
+    let first = legacy::gateway(&request.from, &request.to)?;
+    let path = route::path(&request.from, &request.to);
     let via = first.via.to_string();
     let named = if first.via_name == via {
         via
@@ -66,11 +66,32 @@ fn unsupported_path(request: &PlanRequest, _: ChangeKind) -> Option<String> {
 }
 
 fn known_bad_path(request: &PlanRequest, _: ChangeKind) -> Option<String> {
-    let (bad, fix) = known_bad::find(&request.from, &request.to)?;
-    let (major, minor) = fix.schema_line();
+    let (from, to) = (&request.from, &request.to);
+    let bad = known_bad::find(from, to);
+    if bad.is_empty() {
+        return None;
+    }
+    let why = bad
+        .iter()
+        .map(|bad| format!("{} ({})", bad.symptom, bad.issue))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let path = route::path(from, to);
+    let what = if path.len() > 2 {
+        format!(
+            "set spec.version to {} first, one hop at a time along {}",
+            path[1],
+            join(&path)
+        )
+    } else if let Some(fix) = known_bad::replacement(from, to) {
+        let (major, minor) = fix.schema_line();
+        format!("set spec.version to {fix} or a later {major}.{minor} patch instead")
+    } else {
+        // Every entry names a chain or a fix (known_bad's tests), so this is not reached.
+        "choose another target version".to_owned()
+    };
     Some(format!(
-        "upgrading from {} or later to a {major}.{minor} build below {fix} fails with \"{}\" ({}): set spec.version to {fix} or a later {major}.{minor} patch",
-        bad.from_at_least, bad.symptom, bad.issue
+        "{from} -> {to} is a broken upgrade path: {why}: {what}"
     ))
 }
 

@@ -322,6 +322,70 @@ fn every_rule_decides_as_documented() {
             StopTheWorld,
         ),
         ("2023.1.1160", "2023.2.1", None, K::Minor, StopTheWorld),
+        // The other broken paths Octopus documents (known_bad.rs), with the chain to take.
+        (
+            "3.3.8",
+            "2018.4.3",
+            Some(2018),
+            K::Major,
+            Blocked(
+                KnownBadUpgradePath,
+                &["3.3.8", "3.4.15", "3.17.14", "2018.4.3"],
+            ),
+        ),
+        ("3.4.0", "2018.4.3", Some(2018), K::Major, StopTheWorld),
+        ("3.3.8", "2018.6.0", Some(2018), K::Major, StopTheWorld),
+        (
+            "2.6.5.1010",
+            "2018.8.6",
+            Some(2018),
+            K::Major,
+            Blocked(
+                KnownBadUpgradePath,
+                &["2.6.5.1010", "2018.7.14", "2018.8.6"],
+            ),
+        ),
+        (
+            "2.5.0",
+            "2018.8.6",
+            Some(2018),
+            K::Major,
+            Blocked(
+                UnsupportedUpgradePath,
+                &["2.5.0", "2.6.5", "2018.7.14", "2018.8.6"],
+            ),
+        ),
+        (
+            "2.6.5.1010",
+            "2018.7.14",
+            Some(2018),
+            K::Major,
+            StopTheWorld,
+        ),
+        (
+            "2018.5.7",
+            "2018.7.0",
+            None,
+            K::Minor,
+            Blocked(KnownBadUpgradePath, &[]),
+        ),
+        ("2018.6.15", "2018.7.2", None, K::Minor, StopTheWorld),
+        (
+            "2018.6.15",
+            "2018.7.1",
+            None,
+            K::Minor,
+            Blocked(KnownBadUpgradePath, &[]),
+        ),
+        (
+            "3.17.14",
+            "2020.5.0",
+            Some(2020),
+            K::Major,
+            Blocked(KnownBadUpgradePath, &["3.17.14", "2020.4.0", "2020.5.0"]),
+        ),
+        ("2018.1.0", "2020.5.0", Some(2020), K::Major, StopTheWorld),
+        ("3.17.14", "2020.5.1", Some(2020), K::Major, StopTheWorld),
         // Patch moves inside an affected line and downgrades into one are not this bug.
         ("2022.1.100", "2022.1.200", None, K::Patch, Rolling),
         (
@@ -341,7 +405,7 @@ fn every_rule_decides_as_documented() {
         ),
         (
             "2021.3.13000",
-            "2022.1.1",
+            "2022.1.2735",
             None,
             K::Major,
             Blocked(KnownBadUpgradePath, &[]),
@@ -430,6 +494,19 @@ fn messages_tell_the_user_what_to_do() {
     assert!(bad.contains("OctopusDeploy/Issues#7790"), "{bad}");
     assert!(bad.contains("Unexpected upgrade history detected"), "{bad}");
     assert!(bad.contains("set spec.version to 2022.2.8552"), "{bad}");
+    let chain = message("3.3.8", "2018.4.3");
+    assert!(chain.contains("OctopusDeploy/Issues#4509"), "{chain}");
+    assert!(
+        chain.contains("set spec.version to 3.4.15 first, one hop at a time along 3.3.8 -> 3.4.15 -> 3.17.14 -> 2018.4.3"),
+        "{chain}"
+    );
+    let both = message("2018.5.7", "2018.7.0");
+    assert!(both.contains("OctopusDeploy/Issues#4739"), "{both}");
+    assert!(both.contains("OctopusDeploy/Issues#4742"), "{both}");
+    assert!(
+        both.contains("set spec.version to 2018.7.2 or a later 2018.7 patch instead"),
+        "{both}"
+    );
     let down = message("2018.2.1", "2018.1.4");
     assert!(
         down.contains("restore the database and Master Key"),
@@ -438,7 +515,9 @@ fn messages_tell_the_user_what_to_do() {
     assert!(down.contains("set spec.version back to 2018.2.1"), "{down}");
     let major_down = message("2018.1.4", "3.6.5");
     assert!(major_down.contains("file storage"), "{major_down}");
-    for m in [major, other, legacy, lts, bad, down, major_down] {
+    for m in [
+        major, other, legacy, lts, bad, chain, both, down, major_down,
+    ] {
         assert!(!m.contains('\n'), "one line: {m}");
     }
 }
@@ -742,15 +821,35 @@ fn any_version() -> impl Gen<Value = OctopusVersion> {
         "2.6.5",
         "2.6.5.1010",
         "3.0.0",
+        "3.3.8",
+        "3.4.0",
         "3.4.12",
+        "3.4.15",
         "3.17.14",
         "2018.1.4",
+        "2018.4.0",
+        "2018.5.4",
+        "2018.5.5",
+        "2018.5.7",
+        "2018.5.8",
+        "2018.7.0",
+        "2018.7.1",
+        "2018.7.2",
+        "2018.7.14",
+        "2018.8.0",
+        "2018.8.11",
+        "2018.8.12",
         "2018.10.0",
         "2018.10.5",
         "2018.11.0",
+        "2020.4.0",
+        "2020.5.0",
+        "2020.5.1",
         "2021.3.12911",
         "2021.3.12912",
         "2021.4.1",
+        "2022.1.2734",
+        "2022.1.2735",
         "2022.1.3276",
         "2022.1.3277",
         "2022.2.8551",
@@ -861,7 +960,14 @@ proptest! {
         prop_assert_eq!(plan.path.first(), Some(&req.from));
         prop_assert_eq!(plan.path.last(), Some(&req.to));
         if plan.path.len() > 2 {
-            prop_assert_eq!(plan.reason, Some(BlockReason::UnsupportedUpgradePath));
+            prop_assert!(
+                matches!(
+                    plan.reason,
+                    Some(BlockReason::UnsupportedUpgradePath | BlockReason::KnownBadUpgradePath)
+                ),
+                "{:?}",
+                plan
+            );
             prop_assert!(plan.path.windows(2).all(|w| w[0] < w[1]), "{:?}", plan.path);
         }
     }
