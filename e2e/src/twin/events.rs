@@ -1,7 +1,8 @@
 //! The twin's flight recorder: every API request and every change of a node, the
 //! schema, maintenance mode or a task, stamped with the (model) time it happened.
 //! Scenarios assert over it ("never fewer than N-1 nodes serving", "no schema
-//! violation") and benchmarks measure waits with it. Never holds secrets.
+//! violation"), benchmarks measure waits with it and the demo sums it up, all through
+//! [`super::replay`]. Never holds secrets.
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};

@@ -54,10 +54,13 @@ struct Args {
     /// Seconds each stage may take.
     #[arg(long, env = "DEMO_STAGE_TIMEOUT", default_value_t = 180)]
     stage_timeout: u64,
+    /// The octopus-twin binary.
     #[arg(long, env = "DEMO_TWIN_BIN")]
     twin: PathBuf,
+    /// The octopus-operator binary.
     #[arg(long, env = "DEMO_OPERATOR_BIN")]
     operator: PathBuf,
+    /// The kubectl to run (and to show as `kubectl`).
     #[arg(long, env = "KUBECTL", default_value = "kubectl")]
     kubectl: PathBuf,
     /// Where the logs go (default: a new temporary directory, removed after success).
