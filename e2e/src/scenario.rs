@@ -67,6 +67,14 @@ pub async fn install_crd(cluster: &TestCluster) -> Result<()> {
 impl Scenario {
     /// Starts everything for a scenario in a fresh namespace named after `prefix`.
     pub async fn start(prefix: &str, twin_config: TwinConfig) -> Result<Self> {
+        let mut scenario = Self::start_without_operator(prefix, twin_config).await?;
+        scenario.start_operator();
+        Ok(scenario)
+    }
+
+    /// [`Scenario::start`] without the in-process operator, for scenarios that run the
+    /// operator binary (see [`crate::operator_process`]).
+    pub async fn start_without_operator(prefix: &str, twin_config: TwinConfig) -> Result<Self> {
         let cluster = TestCluster::shared()
             .await
             .context("the e2e control plane is required")?;
@@ -79,7 +87,7 @@ impl Scenario {
         })
         .await?;
         let jobs = JobRunner::start(cluster.client(), ns.name());
-        let mut scenario = Self {
+        let scenario = Self {
             cluster,
             ns,
             twin,
@@ -88,7 +96,6 @@ impl Scenario {
             metrics: Arc::new(Metrics::default()),
         };
         scenario.secrets().await?;
-        scenario.start_operator();
         Ok(scenario)
     }
 
@@ -126,6 +133,11 @@ impl Scenario {
     pub fn start_operator(&mut self) {
         let config = controller::Config {
             api_url_template: format!("{}/{{namespace}}/{{name}}", self.twin.base_url()),
+            // Each node at its own address: the twin routes /{ns}/{service}/{pod} to it.
+            node_url_template: format!(
+                "{}/{{namespace}}/{{service}}/{{pod}}",
+                self.twin.base_url()
+            ),
             poll_interval: Duration::from_millis(300),
             resync_interval: Duration::from_secs(30),
             namespace: Some(self.ns.name().to_string()),

@@ -231,7 +231,7 @@ fn operator_grants(watched: &str, own_namespace: &str) -> BTreeSet<Grant> {
         &[(
             "coordination.k8s.io",
             &["leases"],
-            &["get", "create", "update", "patch"],
+            &["get", "create", "patch"],
         )],
     ));
     set
@@ -542,8 +542,11 @@ fn rendered_deployment_is_hardened_probed_and_configured_from_values() -> Result
     let docs = documents(&render("octopus-operator", "octopus-operator", &[])?)?;
     let deployment = find(&docs, "Deployment")?;
     let spec = &deployment["spec"];
-    assert_eq!(spec["replicas"], 1, "one operator: no leader election yet");
-    assert_eq!(spec["strategy"]["type"], "Recreate");
+    assert_eq!(spec["replicas"], 2, "a leader and a standby");
+    assert_eq!(spec["strategy"]["type"], "RollingUpdate");
+    let pdb = find(&docs, "PodDisruptionBudget")?;
+    assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+    assert_eq!(pdb["spec"]["selector"], spec["selector"]);
     let pod = &spec["template"]["spec"];
     assert_eq!(pod["serviceAccountName"], "octopus-operator");
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
@@ -585,9 +588,32 @@ fn rendered_deployment_is_hardened_probed_and_configured_from_values() -> Result
             "--log-format=json",
             "--poll-interval=5s",
             "--api-url-template=http://{name}.{namespace}.svc:8080",
+            "--leader-elect=true",
+            "--leader-election-lease-name=octopus-operator",
+            "--lease-duration=15s",
+            "--lease-renew-period=10s",
         ]
     );
     assert_eq!(container["env"][0]["name"], "RUST_LOG");
+    let env: Vec<(&str, &str)> = container["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            Some((
+                e["name"].as_str()?,
+                e["valueFrom"]["fieldRef"]["fieldPath"].as_str()?,
+            ))
+        })
+        .collect();
+    assert_eq!(
+        env,
+        [
+            ("POD_NAME", "metadata.name"),
+            ("POD_NAMESPACE", "metadata.namespace")
+        ],
+        "the Lease identity and namespace come from the downward API"
+    );
     let service = find(&docs, "Service")?;
     assert_eq!(service["spec"]["ports"][0]["targetPort"], "metrics");
     assert_eq!(
@@ -615,9 +641,14 @@ fn rendered_deployment_is_hardened_probed_and_configured_from_values() -> Result
             "serviceMonitor.enabled=true",
             "nodeSelector.disk=ssd",
             "podAnnotations.team=platform",
+            "replicaCount=3",
+            "leaderElection.leaseDuration=30s",
+            "leaderElection.renewPeriod=20s",
         ],
     )?)?;
-    let pod = &find(&docs, "Deployment")?["spec"]["template"];
+    let deployment = find(&docs, "Deployment")?;
+    assert_eq!(deployment["spec"]["replicas"], 3);
+    let pod = &deployment["spec"]["template"];
     let container = &pod["spec"]["containers"][0];
     assert_eq!(
         strings(&container["args"]),
@@ -628,6 +659,10 @@ fn rendered_deployment_is_hardened_probed_and_configured_from_values() -> Result
             "--poll-interval=2s",
             "--api-url-template=https://{name}.example.com",
             "--namespace=octopus",
+            "--leader-elect=true",
+            "--leader-election-lease-name=octopus-operator",
+            "--lease-duration=30s",
+            "--lease-renew-period=20s",
         ]
     );
     assert_eq!(container["env"][0]["value"], "debug");
@@ -640,6 +675,25 @@ fn rendered_deployment_is_hardened_probed_and_configured_from_values() -> Result
     let monitor = find(&docs, "ServiceMonitor")?;
     assert_eq!(monitor["spec"]["endpoints"][0]["port"], "metrics");
     assert_eq!(monitor["spec"]["endpoints"][0]["path"], "/metrics");
+
+    // Without leader election: one replica, Recreate, no Lease rights, no PDB.
+    let docs = documents(&render(
+        "octopus-operator",
+        "octopus-operator",
+        &["leaderElection.enabled=false", "replicaCount=3"],
+    )?)?;
+    let spec = &find(&docs, "Deployment")?["spec"];
+    assert_eq!(spec["replicas"], 1);
+    assert_eq!(spec["strategy"]["type"], "Recreate");
+    let args = strings(&spec["template"]["spec"]["containers"][0]["args"]);
+    assert!(args.contains(&"--leader-elect=false"), "{args:?}");
+    assert!(find(&docs, "PodDisruptionBudget").is_err());
+    assert!(
+        !docs
+            .iter()
+            .any(|d| name_of(d).ends_with("-leader-election")),
+        "no Lease rights without leader election"
+    );
     Ok(())
 }
 
@@ -809,7 +863,9 @@ async fn install_yaml_applies_server_side_and_grants_the_operator_its_rights() -
             (yes, &["list", "secrets", "-A"]),
             (yes, &["create", "secrets", "-n", "team-a"]),
             (yes, &["create", "events.events.k8s.io", "-n", "team-a"]),
-            (yes, &["update", "leases.coordination.k8s.io", "-n", ns]),
+            (yes, &["patch", "leases.coordination.k8s.io", "-n", ns]),
+            (no, &["update", "leases.coordination.k8s.io", "-n", ns]),
+            (no, &["delete", "leases.coordination.k8s.io", "-n", ns]),
             // Least privilege: what it must not be able to do.
             (
                 no,
@@ -838,7 +894,7 @@ async fn install_yaml_applies_server_side_and_grants_the_operator_its_rights() -
             (no, &["create", "deployments.apps", "-n", "team-a"]),
             (
                 no,
-                &["update", "leases.coordination.k8s.io", "-n", "kube-system"],
+                &["patch", "leases.coordination.k8s.io", "-n", "kube-system"],
             ),
             (
                 no,
@@ -931,7 +987,7 @@ async fn helm_install_with_watch_namespace_confines_the_operator_to_it() -> Resu
                 (yes, &["create", "statefulsets.apps", "-n", watched]),
                 (yes, &["delete", "pods", "-n", watched]),
                 (yes, &["get", "secrets", "-n", watched]),
-                (yes, &["update", "leases.coordination.k8s.io", "-n", own]),
+                (yes, &["patch", "leases.coordination.k8s.io", "-n", own]),
                 (no, &["watch", "octopusclusters.octopusoperator.dev", "-A"]),
                 (
                     no,
@@ -940,7 +996,7 @@ async fn helm_install_with_watch_namespace_confines_the_operator_to_it() -> Resu
                 (no, &["get", "secrets", "-n", other]),
                 (no, &["get", "secrets", "-n", own]),
                 (no, &["delete", "pods", "-n", other]),
-                (no, &["update", "leases.coordination.k8s.io", "-n", watched]),
+                (no, &["patch", "leases.coordination.k8s.io", "-n", watched]),
             ],
         )
         .await

@@ -50,14 +50,8 @@ async fn cluster() -> TwinHandle {
     twin.apply_service(NS, SVC, BTreeMap::from([("app".into(), "octopus".into())]));
     for name in ["octo-0", "octo-1"] {
         twin.apply_pod(pod(name));
-        for _ in 0..500 {
-            if twin.pod_status(NS, name).is_some_and(|s| s.ready) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
         assert!(
-            twin.pod_status(NS, name).is_some_and(|s| s.ready),
+            twin.wait_pod_ready(NS, name, Duration::from_secs(5)).await,
             "{name} ready"
         );
     }
@@ -65,7 +59,11 @@ async fn cluster() -> TwinHandle {
 }
 
 fn client(twin: &TwinHandle, key: &str) -> OctopusClient {
-    let endpoint = OctopusEndpoint::new(twin.installation_url(NS, SVC), ApiKey::new(key));
+    client_at(&twin.installation_url(NS, SVC), key)
+}
+
+fn client_at(url: &str, key: &str) -> OctopusClient {
+    let endpoint = OctopusEndpoint::new(url, ApiKey::new(key));
     OctopusClient::with_options(
         &endpoint,
         ClientOptions {
@@ -93,7 +91,7 @@ async fn every_call_the_reconciler_makes() {
         summary
             .nodes
             .iter()
-            .all(|n| n.version.as_deref() == Some("2024.1.100"))
+            .all(|n| !n.is_offline && n.last_seen.is_some())
     );
 
     // Drain is read-modify-write on the node resource and shows in the summary.
@@ -161,7 +159,7 @@ async fn every_call_the_reconciler_makes() {
     ));
 
     let ping = api.ping().await.expect("ping");
-    assert!(ping.node.name.starts_with("octo-"));
+    assert!(ping.is_serving());
 
     // Refusals become typed errors.
     match api.get_node("OctopusServerNodes-nope").await {
@@ -199,6 +197,108 @@ async fn every_call_the_reconciler_makes() {
     match api.cluster_summary().await {
         Err(OctopusError::Unreachable { .. }) => {}
         other => panic!("expected Unreachable, got {other:?}"),
+    }
+    twin.shutdown().await;
+}
+
+#[tokio::test]
+async fn each_node_answers_its_own_version_and_ping_at_its_own_address() {
+    let twin = cluster().await;
+    // octo-1 is replaced by a newer patch; the load balancer mixes both, each node does not.
+    twin.apply_pod(PodView {
+        image: "octopusdeploy/octopusdeploy:2024.1.200".into(),
+        ..pod("octo-1")
+    });
+    let octo_1 = client_at(&twin.node_url(NS, SVC, "octo-1"), KEY);
+    let mut version = String::new();
+    for _ in 0..300 {
+        if let Ok(root) = octo_1.root().await {
+            version = root.version;
+            if version == "2024.1.200" {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(version, "2024.1.200");
+    let octo_0 = client_at(&twin.node_url(NS, SVC, "octo-0"), KEY);
+    assert_eq!(octo_0.root().await.expect("root").version, "2024.1.100");
+
+    // Its own ping: 418 once drained, while the other node still serves.
+    let api = client(&twin, KEY);
+    api.set_node_drain("OctopusServerNodes-octo-1", true)
+        .await
+        .expect("drain");
+    assert_eq!(octo_1.ping().await.expect("ping").status, 418);
+    assert!(octo_0.ping().await.expect("ping").is_serving());
+
+    // A pod the Service does not select, or that does not run, has no address.
+    let nobody = client_at(&twin.node_url(NS, SVC, "octo-9"), KEY);
+    match nobody.root().await {
+        Err(OctopusError::Server { status: 503, .. }) => {}
+        other => panic!("expected 503 for a pod that is not there, got {other:?}"),
+    }
+    twin.shutdown().await;
+}
+
+#[tokio::test]
+async fn tentacle_tasks_go_to_the_default_space_with_the_arguments_octopus_takes() {
+    let twin = cluster().await;
+    let api = client(&twin, KEY);
+    let space = api
+        .default_space()
+        .await
+        .expect("spaces")
+        .expect("a default space");
+    assert_eq!(space.id, "Spaces-1");
+    let machines = api
+        .all_machines(&space.id, &["Environments-1".to_string()])
+        .await
+        .expect("machines");
+    let ids: Vec<&str> = machines.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(ids, ["Machines-1", "Machines-2"]);
+
+    let calamari = api
+        .create_task(
+            &CreateTask::new(builtin_tasks::UPDATE_CALAMARI, "Update Calamari")
+                .argument("MachineIds", ids.clone())
+                .in_space(space.id.clone()),
+        )
+        .await
+        .expect("UpdateCalamari with MachineIds");
+    assert_eq!(calamari.space_id.as_deref(), Some("Spaces-1"));
+    assert_eq!(calamari.arguments["MachineIds"], serde_json::json!(ids));
+    let upgrade = api
+        .create_task(
+            &CreateTask::new(builtin_tasks::UPGRADE, "Upgrade Tentacles")
+                .argument("EnvironmentId", "Environments-1")
+                .in_space(space.id.clone()),
+        )
+        .await
+        .expect("Upgrade in the space");
+    assert_eq!(upgrade.space_id.as_deref(), Some("Spaces-1"));
+
+    // The shape older operators sent is refused as Octopus refuses it.
+    match api
+        .create_task(
+            &CreateTask::new(builtin_tasks::UPDATE_CALAMARI, "Update Calamari")
+                .argument("EnvironmentId", "Environments-1"),
+        )
+        .await
+    {
+        Err(e @ OctopusError::Rejected { status: 400, .. }) => {
+            let text = e.to_string();
+            assert!(
+                text.contains("There was a problem with your request"),
+                "{text}"
+            );
+            assert!(
+                text.contains("'EnvironmentId' is not an argument"),
+                "{text}"
+            );
+            assert!(text.contains("needs MachineIds"), "{text}");
+        }
+        other => panic!("expected a 400 refusal, got {other:?}"),
     }
     twin.shutdown().await;
 }

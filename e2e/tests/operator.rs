@@ -173,6 +173,17 @@ async fn patch_upgrade_rolls_with_tasks_running() {
     assert!(replay.tasks().finished > 0, "no task ran");
     // Each node once, highest ordinal first.
     assert_eq!(replay.drained(), ["octo-2", "octo-1", "octo-0"]);
+    // Each node's version came from that node itself, at its own address through the
+    // headless Service (the summary has none): every node answered its own GET /api.
+    for node in ["octo-0", "octo-1", "octo-2"] {
+        let own = format!("{}/octo-nodes/{node}", s.ns.name());
+        assert!(
+            events.iter().any(|e| matches!(&e.kind,
+                EventKind::HttpRequest { route, service, node: answered, status: 200, .. }
+                    if route == "/api" && *service == own && answered.as_deref() == Some(node))),
+            "{node} was never asked for its own version"
+        );
+    }
     must(s.finish().await);
 }
 

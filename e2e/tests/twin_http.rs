@@ -234,7 +234,27 @@ async fn twin_nodes_summary_details_and_paging() {
     assert_eq!(first["IsOffline"], false);
     assert_eq!(first["MaxConcurrentTasks"], 5);
     assert_eq!(first["RunningTaskCount"], 0);
-    assert_eq!(first["Version"], "2024.1.100");
+    // Exactly OctopusServerNodeSummaryResource's fields: no version (ask the node).
+    let mut fields: Vec<&str> = first
+        .as_object()
+        .expect("node")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    fields.sort_unstable();
+    assert_eq!(
+        fields,
+        [
+            "Id",
+            "IsInMaintenanceMode",
+            "IsOffline",
+            "LastSeen",
+            "Links",
+            "MaxConcurrentTasks",
+            "Name",
+            "RunningTaskCount"
+        ]
+    );
     let last_seen = first["LastSeen"].as_str().expect("LastSeen");
     assert!(
         last_seen.ends_with("+00:00") && last_seen.contains('T'),
@@ -250,6 +270,19 @@ async fn twin_nodes_summary_details_and_paging() {
     assert_eq!(page["LastPageNumber"], 1);
     assert_eq!(page["Items"].as_array().map(Vec::len), Some(1));
     assert!(page["Links"]["Page.Next"].is_string());
+    assert_eq!(
+        page["Links"]["Page.Last"],
+        "/ns1/octo/api/octopusservernodes?skip=1&take=1"
+    );
+    let (_, all) = api
+        .get(
+            page["Links"]["Page.All"]
+                .as_str()
+                .and_then(|l| l.strip_prefix("/ns1/octo"))
+                .expect("Page.All"),
+        )
+        .await;
+    assert_eq!(all["Items"].as_array().map(Vec::len), Some(2));
 
     let (status, node) = api
         .get("/api/octopusservernodes/OctopusServerNodes-octo-1")
@@ -288,7 +321,7 @@ async fn twin_drain_through_put_and_ping_answers_418_for_a_drained_node() {
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(ping["Name"], "octo-0");
-    assert_eq!(ping["Version"], "2024.1.100");
+    assert!(ping.get("Version").is_none(), "{ping}");
 
     let id = "OctopusServerNodes-octo-0";
     let (_, mut node) = api.get(&format!("/api/octopusservernodes/{id}")).await;
@@ -762,5 +795,243 @@ async fn twin_schema_rules_over_http_old_node_never_serves_after_an_upgrade() {
             .iter()
             .any(|e| matches!(e.kind, EventKind::SchemaViolation { .. }))
     );
+    twin.shutdown().await;
+}
+
+#[tokio::test]
+async fn twin_answers_each_pod_at_its_own_address() {
+    let twin = cluster(2).await;
+    twin.apply_pod(PodView {
+        uid: "octo-1-2024.1.100".into(),
+        ..pod("octo-1", "2024.1.200")
+    });
+    let http = reqwest::Client::new();
+    let root_of = |pod: &str| {
+        let url = format!("{}/api", twin.node_url(NS, SVC, pod));
+        let http = http.clone();
+        async move {
+            let resp = http.get(url).send().await.expect("answered");
+            let status = resp.status();
+            (status, resp.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let mut version = Value::Null;
+    for _ in 0..300 {
+        version = root_of("octo-1").await.1["Version"].clone();
+        if version == "2024.1.200" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(version, "2024.1.200");
+    let (status, root) = root_of("octo-0").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(root["Version"], "2024.1.100");
+    // Links stay under the node's own address.
+    assert_eq!(root["Links"]["Self"], "/ns1/octo/octo-0/api");
+    let (status, _) = root_of("octo-7").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    twin.shutdown().await;
+}
+
+#[tokio::test]
+async fn twin_serves_what_the_official_clients_read_first() {
+    let twin = cluster(1).await;
+    let api = Api::new(&twin);
+    let (_, root) = api.get("/api/").await;
+    assert_eq!(
+        root["Links"]["Spaces"],
+        "/ns1/octo/api/spaces{/id}{?skip,ids,take,partialName}"
+    );
+    let (status, spaces) = api.get("/api/spaces").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(spaces["ItemType"], "Space");
+    let space = &spaces["Items"][0];
+    assert_eq!(space["Id"], "Spaces-1");
+    assert_eq!(space["IsDefault"], true);
+    assert_eq!(space["Slug"], "default");
+    assert_eq!(space["SpaceManagersTeams"], json!([]));
+    assert_eq!(space["Links"]["SpaceHome"], "/ns1/octo/api/Spaces-1");
+    let (status, one) = api.get("/api/spaces/Spaces-1").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(one["Name"], "Default");
+    let (status, home) = api.get("/api/Spaces-1").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(home["Links"]["Self"], "/ns1/octo/api/Spaces-1");
+    assert!(
+        home["Links"]["Tasks"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("/ns1/octo/api/Spaces-1/tasks{/id}{?skip,"))
+    );
+    let (status, _) = api.get("/api/Spaces-9").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let (status, types) = api.get("/api/tasks/taskTypes").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        types
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t["Id"] == "UpdateCalamari"))
+    );
+
+    let (status, envs) = api.get("/api/Spaces-1/environments").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(envs["Items"][0]["Id"], "Environments-1");
+    let machines_link = envs["Items"][0]["Links"]["Machines"]
+        .as_str()
+        .and_then(|l| l.split('{').next())
+        .and_then(|l| l.strip_prefix("/ns1/octo"))
+        .expect("Machines link")
+        .to_string();
+    let (status, machines) = api.get(&machines_link).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(machines["TotalResults"], 2);
+    let (_, filtered) = api
+        .get("/api/Spaces-1/machines?environmentIds=Environments-2")
+        .await;
+    assert_eq!(filtered["Items"][0]["Id"], "Machines-3");
+    assert_eq!(
+        filtered["Items"][0]["EnvironmentIds"],
+        json!(["Environments-2"])
+    );
+    twin.shutdown().await;
+}
+
+#[tokio::test]
+async fn twin_task_details_log_queue_and_space_cancel() {
+    let twin = cluster(1).await;
+    let api = Api::new(&twin);
+    // One slot on the node (cap 1): the second task waits behind the first.
+    let (_, mut node) = api
+        .get("/api/octopusservernodes/OctopusServerNodes-octo-0")
+        .await;
+    node["MaxConcurrentTasks"] = json!(1);
+    api.send(
+        reqwest::Method::PUT,
+        "/api/octopusservernodes/OctopusServerNodes-octo-0",
+        Some(KEY),
+        Some(node),
+    )
+    .await;
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let (status, task) = api
+            .send(
+                reqwest::Method::POST,
+                "/api/Spaces-1/tasks",
+                Some(KEY),
+                Some(json!({"Name": "Health", "Description": "Check", "Arguments": {"EnvironmentId": "Environments-1"}})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{task}");
+        assert_eq!(task["SpaceId"], "Spaces-1");
+        ids.push(task["Id"].as_str().expect("Id").to_string());
+    }
+    let (status, details) = api.get(&format!("/api/tasks/{}/details", ids[0])).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(details["Task"]["Id"], ids[0].as_str());
+    assert_eq!(details["ActivityLogs"][0]["Status"], "Running");
+    assert!(details["Progress"]["ProgressPercentage"].is_number());
+    let (status, raw) = api.get(&format!("/api/tasks/{}/raw", ids[0])).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(raw.as_str().is_some_and(|r| r.contains("octo-0")), "{raw}");
+    let (status, behind) = api
+        .get(&format!("/api/tasks/{}/queued-behind", ids[1]))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(behind["TotalResults"], 0, "only running tasks are ahead");
+    // Cancel through the route newer clients use.
+    let (status, cancelled) = api
+        .send(
+            reqwest::Method::POST,
+            &format!("/api/spaces/Spaces-1/tasks/{}/cancel", ids[1]),
+            Some(KEY),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(cancelled["State"], "Canceled");
+    twin.shutdown().await;
+}
+
+#[tokio::test]
+async fn twin_refuses_machine_tasks_of_the_wrong_shape_as_octopus_does() {
+    let twin = cluster(1).await;
+    let api = Api::new(&twin);
+    let (status, body) = api
+        .send(
+            reqwest::Method::POST,
+            "/api/Spaces-1/tasks",
+            Some(KEY),
+            Some(json!({"Name": "UpdateCalamari", "Description": "x", "Arguments": {"EnvironmentId": "Environments-1"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        body["ErrorMessage"],
+        "There was a problem with your request."
+    );
+    let errors = body["Errors"].as_array().expect("Errors");
+    assert_eq!(errors.len(), 2, "{body}");
+    let (status, body) = api
+        .send(
+            reqwest::Method::POST,
+            "/api/Spaces-1/tasks",
+            Some(KEY),
+            Some(json!({"Name": "Upgrade", "Description": "x", "Arguments": {}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["Errors"][0]
+            .as_str()
+            .is_some_and(|e| e.contains("EnvironmentId"))
+    );
+    twin.shutdown().await;
+}
+
+#[tokio::test]
+async fn twin_deletes_a_node_record_and_a_running_node_writes_it_again() {
+    let twin = cluster(2).await;
+    let api = Api::new(&twin);
+    twin.delete_pod(NS, "octo-1");
+    let id = "OctopusServerNodes-octo-1";
+    let (status, _) = api
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/api/octopusservernodes/{id}"),
+            Some(USER_KEY),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "an unknown key");
+    let (status, _) = api
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/api/octopusservernodes/{id}"),
+            Some(KEY),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = api.get(&format!("/api/octopusservernodes/{id}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, summary) = api.get("/api/octopusservernodes/summary").await;
+    assert_eq!(summary["Nodes"].as_array().map(Vec::len), Some(1));
+    // octo-0 still runs: its heartbeat writes its row again.
+    let (status, _) = api
+        .send(
+            reqwest::Method::DELETE,
+            "/api/octopusservernodes/OctopusServerNodes-octo-0",
+            Some(KEY),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, node) = api
+        .get("/api/octopusservernodes/OctopusServerNodes-octo-0")
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(node["Name"], "octo-0");
     twin.shutdown().await;
 }

@@ -8,11 +8,14 @@
 //!
 //! - [`api`]: the `OctopusCluster` resource. [`version`], [`planner`]: Octopus's upgrade
 //!   rules. [`octopus`]: the REST client. [`resources`]: the owned Kubernetes objects.
-//!   [`controller`]: the reconciler.
+//!   [`controller`]: the reconciler. [`process`]: probes, metrics server and leader
+//!   election around it. [`inspect`]: `octopus-operator status`.
 
 pub mod api;
 pub mod controller;
+pub mod inspect;
 pub mod octopus;
 pub mod planner;
+pub mod process;
 pub mod resources;
 pub mod version;

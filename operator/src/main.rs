@@ -1,15 +1,17 @@
 //! The `octopus-operator` binary: `run` (the controller), `crd` (print the CRD), `plan`
-//! (preview an upgrade).
+//! (preview an upgrade), `status` (where a cluster stands). Installed as `kubectl-octopus`,
+//! it is the kubectl plugin `kubectl octopus status NAME`.
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use axum::routing::get;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{ArgAction, Parser, Subcommand, ValueEnum};
 use octopus_operator::controller::{self, metrics::Metrics};
-use octopus_operator::{api, planner};
+use octopus_operator::process::leader::{self, Election, LeaseSettings};
+use octopus_operator::process::probes::{self, Health};
+use octopus_operator::process::{self, Exit};
+use octopus_operator::{api, inspect, planner};
 use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
 
@@ -32,6 +34,8 @@ enum Command {
     Crd,
     /// Preview what a version change means and the steps the operator would take.
     Plan(planner::cli::PlanArgs),
+    /// Show where an OctopusCluster stands: nodes, upgrade steps, why it holds, last backup.
+    Status(inspect::StatusArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -46,12 +50,65 @@ struct RunArgs {
     /// {namespace} its namespace.
     #[arg(long, default_value = "http://{name}.{namespace}.svc:8080")]
     api_url_template: String,
+    /// A node's own Octopus URL when spec.api.nodeUrlTemplate is unset; {pod} is the
+    /// node's pod, {service} the headless Service, {namespace} and {name} the cluster's.
+    #[arg(long, default_value = controller::DEFAULT_NODE_URL_TEMPLATE)]
+    node_url_template: String,
     /// How often to look at Octopus while waiting on it, e.g. 5s.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     poll_interval: Duration,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    #[command(flatten)]
+    election: ElectionArgs,
+}
+
+/// Leader election: with several replicas only the holder of the Lease reconciles.
+#[derive(Debug, clap::Args)]
+struct ElectionArgs {
+    /// Take part in leader election (`--leader-elect=false`: reconcile without a Lease;
+    /// only for a single replica).
+    #[arg(long, env = "LEADER_ELECT", default_value_t = true, action = ArgAction::Set)]
+    leader_elect: bool,
+    /// Name of the Lease.
+    #[arg(
+        long,
+        env = "LEADER_ELECTION_LEASE_NAME",
+        default_value = "octopus-operator"
+    )]
+    leader_election_lease_name: String,
+    /// Namespace of the Lease (in a pod: its own namespace, from the downward API; default:
+    /// the kubeconfig's or service account's namespace).
+    #[arg(long, env = "POD_NAMESPACE")]
+    leader_election_namespace: Option<String>,
+    /// This replica's identity in the Lease (in a pod: the pod name; default: host name
+    /// and process id).
+    #[arg(long, env = "POD_NAME")]
+    leader_election_identity: Option<String>,
+    /// How long the Lease stays valid after its last renewal (whole seconds); a standby
+    /// takes over at most this long after the leader stopped renewing.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    lease_duration: Duration,
+    /// How often the leader renews the Lease (whole seconds, shorter than the duration;
+    /// the difference is the clock skew tolerated between nodes).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    lease_renew_period: Duration,
+}
+
+impl ElectionArgs {
+    fn settings(&self) -> Option<LeaseSettings> {
+        self.leader_elect.then(|| LeaseSettings {
+            name: self.leader_election_lease_name.clone(),
+            namespace: self.leader_election_namespace.clone(),
+            identity: self
+                .leader_election_identity
+                .clone()
+                .unwrap_or_else(leader::default_identity),
+            duration: self.lease_duration,
+            renew: self.lease_renew_period,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -65,8 +122,11 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d.into())
 }
 
+/// The name of the binary as the kubectl plugin `kubectl octopus`.
+const KUBECTL_PLUGIN: &str = "kubectl-octopus";
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse();
     match cli.command {
         Command::Run(args) => run(args),
         Command::Crd => match api::crd_yaml() {
@@ -80,7 +140,27 @@ fn main() -> ExitCode {
             }
         },
         Command::Plan(args) => planner::cli::run(&args),
+        Command::Status(args) => inspect::run(&args),
     }
+}
+
+/// The arguments; usage messages say `kubectl octopus` when run as the kubectl plugin.
+fn parse() -> Cli {
+    use clap::{CommandFactory, FromArgMatches};
+    let plugin = std::env::args_os()
+        .next()
+        .and_then(|arg0| {
+            std::path::Path::new(&arg0)
+                .file_name()
+                .map(|n| n == KUBECTL_PLUGIN)
+        })
+        .unwrap_or(false);
+    let mut command = Cli::command();
+    if plugin {
+        command = command.bin_name("kubectl octopus");
+    }
+    let matches = command.get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
 fn run(args: RunArgs) -> ExitCode {
@@ -99,41 +179,100 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async move {
-        let client = match kube::Client::try_default().await {
-            Ok(c) => c,
+    runtime.block_on(operate(args))
+}
+
+async fn operate(args: RunArgs) -> ExitCode {
+    let settings = args.election.settings();
+    if let Some(Err(e)) = settings.as_ref().map(LeaseSettings::seconds) {
+        error!(error = %e, "invalid leader election settings");
+        return ExitCode::FAILURE;
+    }
+    let kube_config = match kube::Config::infer().await {
+        Ok(c) => c,
+        Err(e) => {
+            error!(error = %e, "no Kubernetes API configuration");
+            return ExitCode::FAILURE;
+        }
+    };
+    let client = match kube::Client::try_from(kube_config.clone()) {
+        Ok(c) => c,
+        Err(e) => {
+            error!(error = %e, "cannot reach the Kubernetes API");
+            return ExitCode::FAILURE;
+        }
+    };
+    let metrics = Arc::new(Metrics::default());
+    let health = Arc::new(Health::default());
+    let listener = match tokio::net::TcpListener::bind(args.metrics_addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            error!(error = %e, addr = %args.metrics_addr, "cannot bind the metrics address");
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = listener.local_addr().unwrap_or(args.metrics_addr);
+    let app = probes::router(metrics.clone(), health.clone());
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            error!(error = %e, "metrics server stopped");
+        }
+    });
+    let election = match settings {
+        Some(settings) => match Election::join(&kube_config, settings).await {
+            Ok(e) => Some(e),
             Err(e) => {
-                error!(error = %e, "cannot reach the Kubernetes API");
+                error!(error = %e, "cannot take part in leader election");
                 return ExitCode::FAILURE;
             }
-        };
-        let metrics = Arc::new(Metrics::default());
-        let listener = match tokio::net::TcpListener::bind(args.metrics_addr).await {
-            Ok(l) => l,
-            Err(e) => {
-                error!(error = %e, addr = %args.metrics_addr, "cannot bind the metrics address");
-                return ExitCode::FAILURE;
-            }
-        };
-        let served = metrics.clone();
-        let app = Router::new()
-            .route("/metrics", get(move || async move { served.encode() }))
-            .route("/healthz", get(|| async { "ok" }))
-            .route("/readyz", get(|| async { "ok" }));
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                error!(error = %e, "metrics server stopped");
-            }
-        });
-        let config = controller::Config {
-            api_url_template: args.api_url_template,
-            poll_interval: args.poll_interval,
-            namespace: args.namespace,
-            ..controller::Config::default()
-        };
-        info!(?config, "octopus-operator starting");
-        controller::run(client, config, metrics).await;
-        info!("octopus-operator stopped");
-        ExitCode::SUCCESS
-    })
+        },
+        None => None,
+    };
+    let config = controller::Config {
+        api_url_template: args.api_url_template,
+        node_url_template: args.node_url_template,
+        poll_interval: args.poll_interval,
+        namespace: args.namespace,
+        ..controller::Config::default()
+    };
+    info!(?config, %addr, lease = ?election.as_ref().map(Election::lease), "octopus-operator starting");
+    let (m, h) = (metrics.clone(), health.clone());
+    let run = move || controller::run_with(client, config, m, h);
+    match process::supervise(run, election, health, metrics, shutdown_signal()).await {
+        Exit::Shutdown => {
+            info!("octopus-operator stopped");
+            ExitCode::SUCCESS
+        }
+        Exit::LostLeadership(why) => {
+            // Exit at once: nothing of this reign may act after another replica took over.
+            error!(%why, "lost leadership; exiting");
+            std::process::exit(1);
+        }
+        Exit::ControllerDied(why) => {
+            error!(%why, "octopus-operator stopped after its controller died");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// SIGTERM (the kubelet) or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
 }

@@ -11,6 +11,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::twin::json::{self, Links, OctopusErrorsContract};
+use crate::twin::model::inventory::{Environment, Machine, Space};
 use crate::twin::model::task::{self, Task, TaskState};
 use crate::twin::model::{Installation, NodeRow, Refusal, Role, World};
 
@@ -34,15 +35,21 @@ pub struct ApiRequest<'a> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiResponse {
     pub status: StatusCode,
+    /// JSON, or with `text` a plain-text body held as a JSON string.
     pub body: Value,
+    pub text: bool,
     /// The route template matched (`/api/tasks/{id}`), for the event log.
     pub route: String,
 }
 
-/// The routes the twin serves.
+/// The routes the twin serves. `space: None` is the unscoped route, which Octopus
+/// answers for the default space.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Route {
     Root,
+    Spaces,
+    Space(String),
+    SpaceRoot(String),
     Nodes,
     NodesAll,
     ClusterSummary,
@@ -53,9 +60,18 @@ enum Route {
     ServerStatus,
     ServerHealth,
     HostedInternal,
+    TaskTypes,
     Tasks { space: Option<String> },
     Task { space: Option<String>, id: String },
     TaskCancel { space: Option<String>, id: String },
+    TaskDetails { space: Option<String>, id: String },
+    TaskRaw { space: Option<String>, id: String },
+    TaskQueuedBehind { space: Option<String>, id: String },
+    Environments { space: Option<String> },
+    Environment { space: Option<String>, id: String },
+    EnvironmentMachines { space: Option<String>, id: String },
+    Machines { space: Option<String> },
+    Machine { space: Option<String>, id: String },
 }
 
 impl Route {
@@ -74,6 +90,13 @@ impl Route {
         let original = &segments[1..];
         let route = match rest {
             [] => Route::Root,
+            ["spaces"] => Route::Spaces,
+            ["spaces", _] => Route::Space(original[1].to_string()),
+            // Newer clients cancel through /api/spaces/{spaceId}/tasks/{id}/cancel.
+            ["spaces", _, "tasks", _, "cancel"] => Route::TaskCancel {
+                space: Some(original[1].to_string()),
+                id: original[3].to_string(),
+            },
             ["octopusservernodes"] => Route::Nodes,
             ["octopusservernodes", "all"] => Route::NodesAll,
             ["octopusservernodes", "summary"] => Route::ClusterSummary,
@@ -84,32 +107,44 @@ impl Route {
             ["serverstatus"] => Route::ServerStatus,
             ["serverstatus", "health"] => Route::ServerHealth,
             ["serverstatus", "hosted", "internal"] => Route::HostedInternal,
+            ["tasks", "tasktypes"] => Route::TaskTypes,
+            [space] if space.starts_with("spaces-") => Route::SpaceRoot(original[0].to_string()),
             [space, tail @ ..] if space.starts_with("spaces-") => {
-                return Self::tasks(Some(original[0].to_string()), tail, &original[1..]);
+                return Self::scoped(Some(original[0].to_string()), tail, &original[1..]);
             }
-            tail => return Self::tasks(None, tail, original),
+            tail => return Self::scoped(None, tail, original),
         };
         Some(route)
     }
 
-    fn tasks(space: Option<String>, lower: &[&str], original: &[&str]) -> Option<Route> {
-        match lower {
-            ["tasks"] => Some(Route::Tasks { space }),
-            ["tasks", _] => Some(Route::Task {
-                space,
-                id: original[1].to_string(),
-            }),
-            ["tasks", _, "cancel"] => Some(Route::TaskCancel {
-                space,
-                id: original[1].to_string(),
-            }),
-            _ => None,
-        }
+    /// Routes that exist unscoped and under `/api/{spaceId}/...`.
+    fn scoped(space: Option<String>, lower: &[&str], original: &[&str]) -> Option<Route> {
+        let id = || original[1].to_string();
+        Some(match lower {
+            ["tasks"] => Route::Tasks { space },
+            ["tasks", _] => Route::Task { space, id: id() },
+            ["tasks", _, "cancel"] => Route::TaskCancel { space, id: id() },
+            ["tasks", _, "details"] => Route::TaskDetails { space, id: id() },
+            ["tasks", _, "raw"] => Route::TaskRaw { space, id: id() },
+            ["tasks", _, "queued-behind"] => Route::TaskQueuedBehind { space, id: id() },
+            ["environments"] => Route::Environments { space },
+            ["environments", _] => Route::Environment { space, id: id() },
+            ["environments", _, "machines"] => Route::EnvironmentMachines { space, id: id() },
+            ["machines"] => Route::Machines { space },
+            ["machines", _] => Route::Machine { space, id: id() },
+            _ => return None,
+        })
     }
 
     fn template(&self) -> &'static str {
+        let scoped = |space: &Option<String>, unscoped: &'static str, in_space: &'static str| {
+            if space.is_some() { in_space } else { unscoped }
+        };
         match self {
             Route::Root => "/api",
+            Route::Spaces => "/api/spaces",
+            Route::Space(_) => "/api/spaces/{id}",
+            Route::SpaceRoot(_) => "/api/{spaceId}",
             Route::Nodes => "/api/octopusservernodes",
             Route::NodesAll => "/api/octopusservernodes/all",
             Route::ClusterSummary => "/api/octopusservernodes/summary",
@@ -120,12 +155,48 @@ impl Route {
             Route::ServerStatus => "/api/serverstatus",
             Route::ServerHealth => "/api/serverstatus/health",
             Route::HostedInternal => "/api/serverstatus/hosted/internal",
-            Route::Tasks { space: None } => "/api/tasks",
-            Route::Tasks { space: Some(_) } => "/api/{spaceId}/tasks",
-            Route::Task { space: None, .. } => "/api/tasks/{id}",
-            Route::Task { space: Some(_), .. } => "/api/{spaceId}/tasks/{id}",
-            Route::TaskCancel { space: None, .. } => "/api/tasks/{id}/cancel",
-            Route::TaskCancel { space: Some(_), .. } => "/api/{spaceId}/tasks/{id}/cancel",
+            Route::TaskTypes => "/api/tasks/taskTypes",
+            Route::Tasks { space } => scoped(space, "/api/tasks", "/api/{spaceId}/tasks"),
+            Route::Task { space, .. } => {
+                scoped(space, "/api/tasks/{id}", "/api/{spaceId}/tasks/{id}")
+            }
+            Route::TaskCancel { space, .. } => scoped(
+                space,
+                "/api/tasks/{id}/cancel",
+                "/api/spaces/{spaceId}/tasks/{id}/cancel",
+            ),
+            Route::TaskDetails { space, .. } => scoped(
+                space,
+                "/api/tasks/{id}/details",
+                "/api/{spaceId}/tasks/{id}/details",
+            ),
+            Route::TaskRaw { space, .. } => scoped(
+                space,
+                "/api/tasks/{id}/raw",
+                "/api/{spaceId}/tasks/{id}/raw",
+            ),
+            Route::TaskQueuedBehind { space, .. } => scoped(
+                space,
+                "/api/tasks/{id}/queued-behind",
+                "/api/{spaceId}/tasks/{id}/queued-behind",
+            ),
+            Route::Environments { space } => {
+                scoped(space, "/api/environments", "/api/{spaceId}/environments")
+            }
+            Route::Environment { space, .. } => scoped(
+                space,
+                "/api/environments/{id}",
+                "/api/{spaceId}/environments/{id}",
+            ),
+            Route::EnvironmentMachines { space, .. } => scoped(
+                space,
+                "/api/environments/{id}/machines",
+                "/api/{spaceId}/environments/{id}/machines",
+            ),
+            Route::Machines { space } => scoped(space, "/api/machines", "/api/{spaceId}/machines"),
+            Route::Machine { space, .. } => {
+                scoped(space, "/api/machines/{id}", "/api/{spaceId}/machines/{id}")
+            }
         }
     }
 
@@ -220,6 +291,17 @@ pub fn handle(
                 .collect(),
             links: links(&ctx, &[("Self", "/api/octopusservernodes/summary")]),
         }),
+        (Route::Spaces, &Method::GET) => ok(space_list(inst, &ctx)),
+        (Route::Space(id), &Method::GET) => match inst.inventory.space(id) {
+            Some(space) => ok(space_resource(space, &ctx)),
+            None => not_found(id),
+        },
+        (Route::SpaceRoot(id), &Method::GET) => match inst.inventory.space(id) {
+            Some(space) => ok(json::SpaceRootResource {
+                links: space_links(&space.id, &ctx),
+            }),
+            None => not_found(id),
+        },
         (Route::Ping, &Method::GET) => ping(inst, &answering, &ctx),
         (Route::Node(id), &Method::GET) => match inst.node_by_id(id) {
             Some(row) => ok(node_resource(row, &ctx)),
@@ -227,6 +309,9 @@ pub fn handle(
         },
         (Route::Node(id), &Method::PUT) => {
             return with_route(put_node(world, index, id, role, req.body, &ctx), template);
+        }
+        (Route::Node(id), &Method::DELETE) => {
+            return with_route(delete_node(world, index, id, role, &ctx), template);
         }
         (Route::NodeDetails(id), &Method::GET) => match inst.node_by_id(id) {
             Some(row) => ok(json::OctopusServerNodeDetailsResource {
@@ -268,13 +353,75 @@ pub fn handle(
         (Route::ServerHealth, &Method::GET) => health(inst, &ctx),
         (Route::HostedInternal, &Method::GET) => ok(serde_json::json!({})),
         (Route::Tasks { space }, &Method::GET) => ok(task_list(inst, space.as_deref(), &ctx)),
-        (Route::Tasks { .. }, &Method::POST) => {
-            return with_route(post_task(world, index, role, req.body, &ctx), template);
+        (Route::Tasks { space }, &Method::POST) => {
+            return with_route(
+                post_task(world, index, role, space.as_deref(), req.body, &ctx),
+                template,
+            );
         }
         (Route::Task { id, .. }, &Method::GET) => match find_task(inst, id) {
             Some(t) => ok(task_resource(t, &ctx)),
             None => not_found(id),
         },
+        (Route::TaskTypes, &Method::GET) => ok(task::BUILT_IN_TASKS
+            .iter()
+            .map(|name| json::TaskTypeResource {
+                id: (*name).to_string(),
+                name: (*name).to_string(),
+                links: Links::new(),
+            })
+            .collect::<Vec<_>>()),
+        (Route::TaskDetails { id, .. }, &Method::GET) => match find_task(inst, id) {
+            Some(t) => ok(task_details(t, &ctx)),
+            None => not_found(id),
+        },
+        (Route::TaskRaw { id, .. }, &Method::GET) => match find_task(inst, id) {
+            Some(t) => text(StatusCode::OK, task_log(t).join("\n")),
+            None => not_found(id),
+        },
+        (Route::TaskQueuedBehind { id, .. }, &Method::GET) => match find_task(inst, id) {
+            Some(t) => ok(queued_behind(inst, t, &ctx)),
+            None => not_found(id),
+        },
+        (Route::Environments { space }, &Method::GET) => match space_id(inst, space) {
+            Ok(space) => ok(environment_list(inst, &space, &ctx)),
+            Err(e) => e,
+        },
+        (Route::Environment { space, id }, &Method::GET) => {
+            match space_id(inst, space).map(|s| inst.inventory.environment(&s, id)) {
+                Ok(Some(e)) => ok(environment_resource(inst, e, &ctx)),
+                Ok(None) => not_found(id),
+                Err(e) => e,
+            }
+        }
+        (Route::EnvironmentMachines { space, id }, &Method::GET) => {
+            match space_id(inst, space).map(|s| inst.inventory.environment(&s, id)) {
+                Ok(Some(e)) => ok(machine_list(
+                    inst,
+                    &e.space_id,
+                    std::slice::from_ref(&e.id),
+                    &ctx,
+                )),
+                Ok(None) => not_found(id),
+                Err(e) => e,
+            }
+        }
+        (Route::Machines { space }, &Method::GET) => match space_id(inst, space) {
+            Ok(space) => ok(machine_list(
+                inst,
+                &space,
+                &ctx.list("environmentIds"),
+                &ctx,
+            )),
+            Err(e) => e,
+        },
+        (Route::Machine { space, id }, &Method::GET) => {
+            match space_id(inst, space).map(|s| inst.inventory.machine(&s, id)) {
+                Ok(Some(m)) => ok(machine_resource(m, &ctx)),
+                Ok(None) => not_found(id),
+                Err(e) => e,
+            }
+        }
         (Route::TaskCancel { id, .. }, &Method::POST) => {
             return with_route(cancel_task(world, index, role, id, &ctx), template);
         }
@@ -338,6 +485,7 @@ fn respond<T: Serialize>(status: StatusCode, body: T) -> ApiResponse {
         Ok(body) => ApiResponse {
             status,
             body,
+            text: false,
             route: String::new(),
         },
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "", e.to_string()),
@@ -349,7 +497,18 @@ pub fn error(status: StatusCode, route: &str, message: impl Into<String>) -> Api
     ApiResponse {
         status,
         body: serde_json::to_value(OctopusErrorsContract::new(message)).unwrap_or(Value::Null),
+        text: false,
         route: route.to_string(),
+    }
+}
+
+/// A plain-text answer (task logs).
+fn text(status: StatusCode, body: String) -> ApiResponse {
+    ApiResponse {
+        status,
+        body: Value::String(body),
+        text: true,
+        route: String::new(),
     }
 }
 
@@ -382,6 +541,13 @@ fn refusal(r: Refusal, id: &str) -> ApiResponse {
         ),
         Refusal::NotFound => not_found(id),
         Refusal::Invalid(message) => error(StatusCode::BAD_REQUEST, "", message),
+        Refusal::BadArguments(errors) => ApiResponse {
+            status: StatusCode::BAD_REQUEST,
+            body: serde_json::to_value(OctopusErrorsContract::invalid(errors))
+                .unwrap_or(Value::Null),
+            text: false,
+            route: String::new(),
+        },
     }
 }
 
@@ -393,6 +559,10 @@ fn links(ctx: &Ctx<'_>, pairs: &[(&str, &str)]) -> Links {
 }
 
 fn root(inst: &Installation, version: &str, ctx: &Ctx<'_>) -> json::RootResource {
+    let default_space = inst
+        .inventory
+        .default_space()
+        .map_or("Spaces-1", |s| s.id.as_str());
     json::RootResource {
         application: APPLICATION.into(),
         version: version.to_string(),
@@ -414,16 +584,223 @@ fn root(inst: &Installation, version: &str, ctx: &Ctx<'_>) -> json::RootResource
                 ("MaintenanceConfiguration", "/api/maintenanceconfiguration"),
                 ("ServerStatus", "/api/serverstatus"),
                 ("ServerHealthStatus", "/api/serverstatus/health"),
+                ("Tasks", &format!("/api/tasks{{/id}}{{?{TASK_QUERY}}}")),
                 (
-                    "Tasks",
-                    "/api/tasks{/id}{?skip,active,environment,tenant,project,name,node,running,states,hasPendingInterruptions,hasWarningsOrErrors,take,ids,partialName,spaces,includeSystem}",
+                    "Environments",
+                    &format!(
+                        "/api/{default_space}/environments{{/id}}{{?skip,take,ids,partialName}}"
+                    ),
+                ),
+                (
+                    "Machines",
+                    &format!("/api/{default_space}/machines{{/id}}{{?{MACHINE_QUERY}}}"),
                 ),
                 ("TaskTypes", "/api/tasks/taskTypes"),
+                ("Spaces", "/api/spaces{/id}{?skip,ids,take,partialName}"),
                 ("SpaceHome", "/api/{spaceId}"),
                 ("Web", "/app"),
             ],
         ),
     }
+}
+
+/// The links of a space root: its collections, under `/api/{spaceId}`.
+fn space_links(space: &str, ctx: &Ctx<'_>) -> Links {
+    links(
+        ctx,
+        &[
+            ("Self", &format!("/api/{space}")),
+            ("SpaceHome", &format!("/api/{space}")),
+            (
+                "Tasks",
+                &format!("/api/{space}/tasks{{/id}}{{?{TASK_QUERY}}}"),
+            ),
+            (
+                "Environments",
+                &format!("/api/{space}/environments{{/id}}{{?skip,take,ids,partialName}}"),
+            ),
+            (
+                "Machines",
+                &format!("/api/{space}/machines{{/id}}{{?{MACHINE_QUERY}}}"),
+            ),
+        ],
+    )
+}
+
+/// Parameters of the Tasks link template.
+const TASK_QUERY: &str = "skip,active,environment,tenant,project,name,node,running,states,hasPendingInterruptions,hasWarningsOrErrors,take,ids,partialName,spaces,includeSystem";
+/// Parameters of the Machines link template.
+const MACHINE_QUERY: &str = "skip,take,name,ids,partialName,roles,isDisabled,healthStatuses,commStyles,tenantIds,tenantTags,environmentIds,thumbprint,deploymentId,shellNames";
+
+/// The space a scoped route names, else the default space; 404 when it does not exist.
+fn space_id(inst: &Installation, space: &Option<String>) -> Result<String, ApiResponse> {
+    let found = match space {
+        Some(id) => inst.inventory.space(id),
+        None => inst.inventory.default_space(),
+    };
+    found
+        .map(|s| s.id.clone())
+        .ok_or_else(|| not_found(space.as_deref().unwrap_or("default space")))
+}
+
+fn space_resource(space: &Space, ctx: &Ctx<'_>) -> json::SpaceResource {
+    json::SpaceResource {
+        id: space.id.clone(),
+        name: space.name.clone(),
+        slug: space.slug.clone(),
+        description: None,
+        is_default: space.is_default,
+        is_private: false,
+        task_queue_stopped: false,
+        space_managers_teams: Vec::new(),
+        space_managers_team_members: Vec::new(),
+        links: links(
+            ctx,
+            &[
+                ("Self", &format!("/api/spaces/{}", space.id)),
+                ("SpaceHome", &format!("/api/{}", space.id)),
+                ("Web", &format!("/app#/{}", space.id)),
+            ],
+        ),
+    }
+}
+
+fn space_list(inst: &Installation, ctx: &Ctx<'_>) -> json::ResourceCollection<json::SpaceResource> {
+    let ids = ctx.list("ids");
+    let partial = ctx.query.get("partialName").map(|s| s.to_ascii_lowercase());
+    let spaces: Vec<&Space> = inst
+        .inventory
+        .spaces
+        .iter()
+        .filter(|s| ids.is_empty() || ids.iter().any(|id| id.eq_ignore_ascii_case(&s.id)))
+        .filter(|s| {
+            partial
+                .as_ref()
+                .is_none_or(|p| s.name.to_ascii_lowercase().contains(p))
+        })
+        .collect();
+    page(
+        "Space",
+        "/api/spaces",
+        "/api/spaces{/id}{?skip,ids,take,partialName}",
+        spaces,
+        |s| space_resource(s, ctx),
+        None,
+        ctx,
+    )
+}
+
+fn environment_resource(
+    inst: &Installation,
+    e: &Environment,
+    ctx: &Ctx<'_>,
+) -> json::EnvironmentResource {
+    let sort_order = inst
+        .inventory
+        .environments
+        .iter()
+        .position(|x| x.id == e.id)
+        .unwrap_or_default();
+    let base = format!("/api/{}/environments/{}", e.space_id, e.id);
+    json::EnvironmentResource {
+        id: e.id.clone(),
+        name: e.name.clone(),
+        slug: e.name.to_ascii_lowercase(),
+        description: String::new(),
+        sort_order,
+        use_guided_failure: false,
+        allow_dynamic_infrastructure: false,
+        space_id: e.space_id.clone(),
+        links: links(
+            ctx,
+            &[
+                ("Self", &base),
+                (
+                    "Machines",
+                    &format!(
+                        "{base}/machines{{?skip,take,partialName,roles,isDisabled,healthStatuses,commStyles,tenantIds,tenantTags,shellNames}}"
+                    ),
+                ),
+            ],
+        ),
+    }
+}
+
+fn environment_list(
+    inst: &Installation,
+    space: &str,
+    ctx: &Ctx<'_>,
+) -> json::ResourceCollection<json::EnvironmentResource> {
+    let ids = ctx.list("ids");
+    let envs: Vec<&Environment> = inst
+        .inventory
+        .environments
+        .iter()
+        .filter(|e| e.space_id == space)
+        .filter(|e| ids.is_empty() || ids.iter().any(|id| id.eq_ignore_ascii_case(&e.id)))
+        .collect();
+    page(
+        "Environment",
+        &format!("/api/{space}/environments"),
+        &format!("/api/{space}/environments{{/id}}{{?skip,take,ids,partialName}}"),
+        envs,
+        |e| environment_resource(inst, e, ctx),
+        None,
+        ctx,
+    )
+}
+
+fn machine_resource(m: &Machine, ctx: &Ctx<'_>) -> json::MachineResource {
+    json::MachineResource {
+        id: m.id.clone(),
+        name: m.name.clone(),
+        environment_ids: m.environment_ids.clone(),
+        roles: vec!["web".into()],
+        tenant_ids: Vec::new(),
+        tenant_tags: Vec::new(),
+        tenanted_deployment_participation: "Untenanted".into(),
+        is_disabled: false,
+        machine_policy_id: "MachinePolicies-1".into(),
+        health_status: "Healthy".into(),
+        status: "Online".into(),
+        status_summary:
+            "Octopus was able to successfully establish a connection with this machine.".into(),
+        has_latest_calamari: true,
+        is_in_process: false,
+        endpoint: json::EndpointResource {
+            communication_style: "TentaclePassive".into(),
+            uri: format!("https://{}:10933/", m.name),
+            thumbprint: "0000000000000000000000000000000000000000".into(),
+        },
+        space_id: m.space_id.clone(),
+        links: links(
+            ctx,
+            &[("Self", &format!("/api/{}/machines/{}", m.space_id, m.id))],
+        ),
+    }
+}
+
+fn machine_list(
+    inst: &Installation,
+    space: &str,
+    environments: &[String],
+    ctx: &Ctx<'_>,
+) -> json::ResourceCollection<json::MachineResource> {
+    let ids = ctx.list("ids");
+    let machines: Vec<&Machine> = inst
+        .inventory
+        .machines_in(space, environments)
+        .filter(|m| ids.is_empty() || ids.iter().any(|id| id.eq_ignore_ascii_case(&m.id)))
+        .collect();
+    page(
+        "DeploymentTarget",
+        &format!("/api/{space}/machines"),
+        &format!("/api/{space}/machines{{/id}}{{?{MACHINE_QUERY}}}"),
+        machines,
+        |m| machine_resource(m, ctx),
+        None,
+        ctx,
+    )
 }
 
 fn node_links(row: &NodeRow, ctx: &Ctx<'_>) -> Links {
@@ -464,7 +841,6 @@ fn node_summary(
         last_seen: inst.node_last_seen(row, ctx.now),
         is_offline: inst.node_is_offline(row, ctx.now),
         running_task_count: inst.running_task_count(&row.name),
-        version: row.version.clone(),
         links: node_links(row, ctx),
     }
 }
@@ -520,6 +896,17 @@ fn page<T, R>(
             ctx.href(&format!("{self_path}?skip={}&take={take}", skip + take)),
         );
     }
+    page_links.insert(
+        "Page.All".into(),
+        ctx.href(&format!("{self_path}?skip=0&take={}", i32::MAX)),
+    );
+    page_links.insert(
+        "Page.Last".into(),
+        ctx.href(&format!(
+            "{self_path}?skip={}&take={take}",
+            pages.saturating_sub(1) * take
+        )),
+    );
     if skip > 0 {
         page_links.insert(
             "Page.Prev".into(),
@@ -542,25 +929,16 @@ fn page<T, R>(
     }
 }
 
+/// The load balancer's check of the answering node: 200 when it serves, 418 when it is
+/// draining or offline; the body is the node's configuration (its node resource).
 fn ping(inst: &Installation, row: &NodeRow, ctx: &Ctx<'_>) -> ApiResponse {
     let offline = inst.node_is_offline(row, ctx.now);
-    let body = json::OctopusServerNodePingResource {
-        id: row.id.clone(),
-        name: row.name.clone(),
-        max_concurrent_tasks: row.max_concurrent_tasks,
-        is_in_maintenance_mode: row.drained,
-        is_offline: offline,
-        last_seen: inst.node_last_seen(row, ctx.now),
-        version: row.version.clone(),
-        links: node_links(row, ctx),
-    };
-    // 418: the load balancer should send no new work to a draining or offline node.
     let status = if row.drained || offline {
         StatusCode::IM_A_TEAPOT
     } else {
         StatusCode::OK
     };
-    respond(status, body)
+    respond(status, node_resource(row, ctx))
 }
 
 fn health(inst: &Installation, ctx: &Ctx<'_>) -> ApiResponse {
@@ -704,10 +1082,33 @@ fn put_maintenance(
     ok(maintenance(inst, ctx))
 }
 
+fn delete_node(
+    world: &mut World,
+    index: usize,
+    id: &str,
+    role: Option<Role>,
+    ctx: &Ctx<'_>,
+) -> ApiResponse {
+    let Some((inst, log)) = world.installation_mut(index) else {
+        return not_found(id);
+    };
+    if inst.node_by_id(id).is_none() {
+        return not_found(id);
+    }
+    if role != Some(Role::Administrator) {
+        return refusal(Refusal::Forbidden, id);
+    }
+    match inst.delete_node(id, ctx.now, log) {
+        Ok(()) => text(StatusCode::OK, String::new()),
+        Err(r) => refusal(r, id),
+    }
+}
+
 fn post_task(
     world: &mut World,
     index: usize,
     role: Option<Role>,
+    route_space: Option<&str>,
     body: &[u8],
     ctx: &Ctx<'_>,
 ) -> ApiResponse {
@@ -722,10 +1123,12 @@ fn post_task(
         return error(StatusCode::BAD_REQUEST, "", "Please provide a task name.");
     };
     let role = role.unwrap_or(Role::User);
+    let space = route_space.or(create.space_id.as_deref());
     match inst.create_task(
         &name,
         create.description,
         create.arguments.unwrap_or_default(),
+        space,
         role,
         ctx.now,
         log,
@@ -802,7 +1205,6 @@ fn task_resource(t: &Task, ctx: &Ctx<'_>) -> json::TaskResource {
                 ("Self", &format!("/api/tasks/{id}")),
                 ("Web", &format!("/app#/tasks/{id}")),
                 ("Raw", &format!("/api/tasks/{id}/raw")),
-                ("Rerun", &format!("/api/tasks/rerun/{id}")),
                 ("Cancel", &format!("/api/tasks/{id}/cancel")),
                 (
                     "QueuedBehind",
@@ -816,6 +1218,101 @@ fn task_resource(t: &Task, ctx: &Ctx<'_>) -> json::TaskResource {
         ),
         id,
     }
+}
+
+/// What the task log says: one line per thing that happened to it.
+fn task_log(t: &Task) -> Vec<String> {
+    let mut lines = vec![format!(
+        "{} Info | Task {} queued: {}",
+        json::octopus_time(t.queue_time),
+        t.id(),
+        t.description
+    )];
+    if let (Some(start), Some(node)) = (t.start_time, &t.server_node) {
+        lines.push(format!(
+            "{} Info | Picked up by Octopus Server node {node}",
+            json::octopus_time(start)
+        ));
+    }
+    if let Some(done) = t.completed_time {
+        let outcome = t
+            .error_message
+            .clone()
+            .unwrap_or_else(|| format!("Task {}", t.state.as_str()));
+        lines.push(format!("{} Info | {outcome}", json::octopus_time(done)));
+    }
+    lines
+}
+
+fn task_details(t: &Task, ctx: &Ctx<'_>) -> json::TaskDetailsResource {
+    let status = match t.state {
+        TaskState::Queued => "Pending",
+        TaskState::Executing | TaskState::Cancelling => "Running",
+        TaskState::Success => "Success",
+        TaskState::Canceled => "Canceled",
+        TaskState::Failed | TaskState::TimedOut => "Failed",
+    };
+    let progress = if t.state.is_completed() { 100 } else { 0 };
+    let log = task_log(t);
+    let size = log.iter().map(|l| l.len() + 1).sum();
+    let elements = log
+        .into_iter()
+        .enumerate()
+        .map(|(number, message_text)| json::ActivityLogElement {
+            category: "Info".into(),
+            message_text,
+            occurred_at: t.last_updated_time,
+            number,
+        })
+        .collect();
+    let id = t.id();
+    json::TaskDetailsResource {
+        task: task_resource(t, ctx),
+        activity_logs: vec![json::ActivityElement {
+            id: format!("{id}_root"),
+            name: t.description.clone(),
+            started: t.start_time,
+            ended: t.completed_time,
+            status: status.into(),
+            children: Vec::new(),
+            show_at_summary_level: true,
+            log_elements: elements,
+            progress_percentage: progress,
+            progress_message: None,
+        }],
+        physical_log_size: size,
+        progress: json::TaskProgress {
+            progress_percentage: progress,
+            estimated_time_remaining: String::new(),
+        },
+        links: links(ctx, &[("Self", &format!("/api/tasks/{id}/details"))]),
+    }
+}
+
+/// Tasks still queued ahead of a queued task, oldest first.
+fn queued_behind(
+    inst: &Installation,
+    t: &Task,
+    ctx: &Ctx<'_>,
+) -> json::ResourceCollection<json::TaskResource> {
+    let ahead: Vec<&Task> = if t.state == TaskState::Queued {
+        inst.tasks
+            .values()
+            .filter(|o| o.state == TaskState::Queued && o.number < t.number)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let id = t.id();
+    page(
+        "Task",
+        &format!("/api/tasks/{id}/queued-behind"),
+        &format!("/api/tasks/{id}/queued-behind{{?skip,take}}"),
+        ahead,
+        |o| task_resource(o, ctx),
+        None,
+        ctx,
+    )
 }
 
 fn task_list(

@@ -17,7 +17,9 @@ pub struct Timing {
     /// How long a schema upgrade (or creating a fresh database) takes.
     #[serde(rename = "migration_time_ms", with = "millis")]
     pub migration_time: Duration,
-    /// A stopped node reports IsOffline once not seen for this long (Octopus: one minute).
+    /// Heartbeat age after which Octopus counts a node offline. A node stopped cleanly is
+    /// offline at once; one killed (SIGKILL, pod deleted with grace 0, OOM) keeps looking
+    /// alive until its LastSeen is this old, and blocks database upgrades until then.
     #[serde(rename = "offline_after_ms", with = "millis")]
     pub offline_after: Duration,
     /// First crash-loop back-off; doubles per consecutive failure up to the maximum.
@@ -110,8 +112,9 @@ pub struct Faults {
     pub fail_to_start: BTreeSet<String>,
     /// Schema upgrades fail at their end and roll back (the node process exits).
     pub fail_migration: bool,
-    /// Stopped node processes die without flagging their node offline (as after a
-    /// SIGKILL); the node then reads IsOffline only once not seen for `offline_after`.
+    /// Every stopped node process dies without flagging its node offline (as if every
+    /// pod were killed); the node then reads IsOffline only once not seen for
+    /// `offline_after`.
     pub unclean_shutdown: bool,
 }
 

@@ -69,6 +69,10 @@ pub enum EventKind {
     NodeUndrained {
         node: String,
     },
+    /// A node's record was deleted through the API.
+    NodeRecordDeleted {
+        node: String,
+    },
     NodeTaskCapChanged {
         node: String,
         max_concurrent_tasks: u32,

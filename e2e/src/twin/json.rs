@@ -76,7 +76,8 @@ pub struct OctopusServerNodeUpdate {
     pub is_in_maintenance_mode: bool,
 }
 
-/// Items of `GET /api/octopusservernodes/summary` and the body of `.../ping`.
+/// Items of `GET /api/octopusservernodes/summary` (OctopusServerNodeSummaryResource:
+/// no version — a node's version is what the node's own `/api` says).
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct OctopusServerNodeSummaryResource {
@@ -88,7 +89,6 @@ pub struct OctopusServerNodeSummaryResource {
     pub last_seen: Timestamp,
     pub is_offline: bool,
     pub running_task_count: usize,
-    pub version: String,
     pub links: Links,
 }
 
@@ -97,21 +97,6 @@ pub struct OctopusServerNodeSummaryResource {
 #[serde(rename_all = "PascalCase")]
 pub struct OctopusServerClusterSummaryResource {
     pub nodes: Vec<OctopusServerNodeSummaryResource>,
-    pub links: Links,
-}
-
-/// `GET /api/octopusservernodes/ping`: the answering node (OctopusServerNodePingResource).
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct OctopusServerNodePingResource {
-    pub id: String,
-    pub name: String,
-    pub max_concurrent_tasks: u32,
-    pub is_in_maintenance_mode: bool,
-    pub is_offline: bool,
-    #[serde(serialize_with = "serialize_time")]
-    pub last_seen: Timestamp,
-    pub version: String,
     pub links: Links,
 }
 
@@ -205,6 +190,135 @@ pub struct TaskResource {
     pub links: Links,
 }
 
+/// `GET /api/tasks/{id}/details` (TaskDetailsResource).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TaskDetailsResource {
+    pub task: TaskResource,
+    pub activity_logs: Vec<ActivityElement>,
+    pub physical_log_size: usize,
+    pub progress: TaskProgress,
+    pub links: Links,
+}
+
+/// One node of a task's activity log tree (ActivityElement).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ActivityElement {
+    pub id: String,
+    pub name: String,
+    #[serde(serialize_with = "serialize_opt_time")]
+    pub started: Option<Timestamp>,
+    #[serde(serialize_with = "serialize_opt_time")]
+    pub ended: Option<Timestamp>,
+    /// ActivityStatus: Pending, Running, Success, Failed, Skipped, SuccessWithWarning,
+    /// Canceled.
+    pub status: String,
+    pub children: Vec<ActivityElement>,
+    pub show_at_summary_level: bool,
+    pub log_elements: Vec<ActivityLogElement>,
+    pub progress_percentage: u32,
+    pub progress_message: Option<String>,
+}
+
+/// One line of a task log (ActivityLogElement).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ActivityLogElement {
+    pub category: String,
+    pub message_text: String,
+    #[serde(serialize_with = "serialize_time")]
+    pub occurred_at: Timestamp,
+    pub number: usize,
+}
+
+/// TaskProgress.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TaskProgress {
+    pub progress_percentage: u32,
+    pub estimated_time_remaining: String,
+}
+
+/// Items of `GET /api/tasks/taskTypes` (TaskTypeResource).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TaskTypeResource {
+    pub id: String,
+    pub name: String,
+    pub links: Links,
+}
+
+/// `GET /api/spaces/{id}` and the items of `/api/spaces` (SpaceResource).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SpaceResource {
+    pub id: String,
+    pub name: String,
+    pub slug: String,
+    pub description: Option<String>,
+    pub is_default: bool,
+    pub is_private: bool,
+    pub task_queue_stopped: bool,
+    pub space_managers_teams: Vec<String>,
+    pub space_managers_team_members: Vec<String>,
+    pub links: Links,
+}
+
+/// `GET /api/{spaceId}` (SpaceRootResource): links of the space's collections.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SpaceRootResource {
+    pub links: Links,
+}
+
+/// `GET /api/{spaceId}/environments/{id}` (EnvironmentResource).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EnvironmentResource {
+    pub id: String,
+    pub name: String,
+    pub slug: String,
+    pub description: String,
+    pub sort_order: usize,
+    pub use_guided_failure: bool,
+    pub allow_dynamic_infrastructure: bool,
+    pub space_id: String,
+    pub links: Links,
+}
+
+/// A deployment target's endpoint (a listening Tentacle).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EndpointResource {
+    pub communication_style: String,
+    pub uri: String,
+    pub thumbprint: String,
+}
+
+/// `GET /api/{spaceId}/machines/{id}` (DeploymentTargetResource / MachineResource).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct MachineResource {
+    pub id: String,
+    pub name: String,
+    pub environment_ids: Vec<String>,
+    pub roles: Vec<String>,
+    pub tenant_ids: Vec<String>,
+    pub tenant_tags: Vec<String>,
+    pub tenanted_deployment_participation: String,
+    pub is_disabled: bool,
+    pub machine_policy_id: String,
+    pub health_status: String,
+    pub status: String,
+    pub status_summary: String,
+    pub has_latest_calamari: bool,
+    pub is_in_process: bool,
+    pub endpoint: EndpointResource,
+    pub space_id: String,
+    pub links: Links,
+}
+
 /// Body of `POST /api/tasks`.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -245,6 +359,17 @@ pub struct OctopusErrorsContract {
 }
 
 impl OctopusErrorsContract {
+    /// A refusal of a request whose details are wrong: Octopus's summary sentence and
+    /// one entry per problem.
+    pub fn invalid(errors: Vec<String>) -> Self {
+        Self {
+            error_message: "There was a problem with your request.".into(),
+            errors,
+            full_exception: None,
+            help_text: None,
+        }
+    }
+
     pub fn new(message: impl Into<String>) -> Self {
         let message = message.into();
         Self {

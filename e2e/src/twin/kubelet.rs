@@ -23,7 +23,7 @@ use tokio::sync::watch;
 
 use crate::twin::config::ImagePattern;
 use crate::twin::model::{
-    ConfigError, ContainerState, OctopusEnv, PodRuntimeStatus, PodView, Secret,
+    ConfigError, ContainerState, OctopusEnv, PodRuntimeStatus, PodView, Secret, Shutdown,
 };
 use crate::twin::server::{SharedWorld, lock};
 
@@ -104,6 +104,24 @@ struct Kubelet {
     omit_pod_ip: bool,
 }
 
+/// A bound pod deleted with grace 0 is killed (SIGKILL): its server cannot shut down
+/// cleanly. The pods this kubelet plays are never bound (spec.nodeName stays empty), and
+/// the API server deletes unbound pods at once with grace 0 whatever was asked, so for
+/// them that says nothing: they get their grace period (kills come from
+/// `TwinHandle::kill_pod` or the `unclean_shutdown` fault).
+fn shutdown_of(pod: &Pod) -> Shutdown {
+    let bound = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .is_some_and(|n| !n.is_empty());
+    if bound && pod.metadata.deletion_grace_period_seconds == Some(0) {
+        Shutdown::Killed
+    } else {
+        Shutdown::Graceful
+    }
+}
+
 fn key_of<K: ResourceExt>(o: &K) -> (String, String) {
     (o.namespace().unwrap_or_default(), o.name_any())
 }
@@ -128,35 +146,35 @@ impl Kubelet {
                         .cloned()
                         .collect();
                     for (ns, name) in gone {
-                        self.forget(&ns, &name);
+                        self.forget(&ns, &name, Shutdown::Graceful);
                     }
                 }
             }
             Event::Apply(pod) => self.on_pod(pod).await,
             Event::Delete(pod) => {
                 let (ns, name) = key_of(&pod);
-                self.forget(&ns, &name);
+                self.forget(&ns, &name, shutdown_of(&pod));
             }
         }
     }
 
-    fn forget(&mut self, ns: &str, name: &str) {
+    fn forget(&mut self, ns: &str, name: &str, how: Shutdown) {
         if let Some(known) = self.known.remove(&(ns.to_string(), name.to_string())) {
             self.published.remove(&known.view.uid);
         }
-        lock(&self.world).delete_pod(ns, name, Timestamp::now());
+        lock(&self.world).stop_pod(ns, name, how, Timestamp::now());
     }
 
     async fn on_pod(&mut self, pod: Pod) {
         let (ns, name) = key_of(&pod);
         let Some(container) = self.octopus_container(&pod) else {
             if self.known.contains_key(&(ns.clone(), name.clone())) {
-                self.forget(&ns, &name);
+                self.forget(&ns, &name, Shutdown::Graceful);
             }
             return;
         };
         if pod.metadata.deletion_timestamp.is_some() {
-            self.forget(&ns, &name);
+            self.forget(&ns, &name, shutdown_of(&pod));
             return;
         }
         let uid = pod.metadata.uid.clone().unwrap_or_default();

@@ -39,7 +39,7 @@ use tokio::task::JoinHandle;
 pub use config::{Faults, GeneratorConfig, ImagePattern, Timing};
 pub use events::{Event, EventKind};
 pub use model::snapshot::{InstallationSnapshot, TwinState};
-pub use model::{ConfigError, OctopusEnv, PodRuntimeStatus, PodView, Role, Secret};
+pub use model::{ConfigError, OctopusEnv, PodRuntimeStatus, PodView, Role, Secret, Shutdown};
 
 use server::{SharedWorld, lock};
 
@@ -164,6 +164,12 @@ impl TwinHandle {
         format!("{}/{namespace}/{service}", self.base_url())
     }
 
+    /// One node's own server URL, as through a headless Service:
+    /// `http://127.0.0.1:PORT/{namespace}/{service}/{pod}` (append `/api/...`).
+    pub fn node_url(&self, namespace: &str, service: &str, pod: &str) -> String {
+        format!("{}/{namespace}/{service}/{pod}", self.base_url())
+    }
+
     fn with_world<T>(&self, f: impl FnOnce(&mut model::World) -> T) -> T {
         let mut w = lock(&self.world);
         w.advance(Timestamp::now());
@@ -249,6 +255,21 @@ impl TwinHandle {
         self.with_world(|w| w.pod_status(namespace, name))
     }
 
+    /// Waits (polling every 10 ms) until the twin reports the pod Ready; false when it is
+    /// not within `within`.
+    pub async fn wait_pod_ready(&self, namespace: &str, name: &str, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if self.pod_status(namespace, name).is_some_and(|s| s.ready) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Feeds a pod directly (what the kubelet role does from a watch); for tests
     /// without a control plane.
     pub fn apply_pod(&self, pod: PodView) {
@@ -259,6 +280,12 @@ impl TwinHandle {
         self.with_world(|w| w.delete_pod(namespace, name, Timestamp::now()));
     }
 
+    /// The pod is gone without a clean shutdown (SIGKILL, deleted with grace 0): Octopus
+    /// keeps counting its node as running until its heartbeat ages out.
+    pub fn kill_pod(&self, namespace: &str, name: &str) {
+        self.with_world(|w| w.stop_pod(namespace, name, Shutdown::Killed, Timestamp::now()));
+    }
+
     /// Feeds a Service directly; for tests without a control plane.
     pub fn apply_service(&self, namespace: &str, name: &str, selector: BTreeMap<String, String>) {
         self.with_world(|w| w.apply_service(namespace, name, selector));
@@ -266,6 +293,46 @@ impl TwinHandle {
 
     pub fn delete_service(&self, namespace: &str, name: &str) {
         self.with_world(|w| w.delete_service(namespace, name));
+    }
+
+    /// Plays one installation without a control plane: Service `service` in `namespace`
+    /// selecting `app=octopus`, and one Ready pod per name running `image` whose admin
+    /// API key is `api_key`. Returns the installation's URL; None when a pod is not Ready
+    /// within 5 s.
+    pub async fn play_installation(
+        &self,
+        namespace: &str,
+        service: &str,
+        pods: &[&str],
+        image: &str,
+        api_key: &str,
+    ) -> Option<String> {
+        let labels = BTreeMap::from([("app".to_string(), "octopus".to_string())]);
+        self.apply_service(namespace, service, labels.clone());
+        for name in pods {
+            self.apply_pod(PodView {
+                namespace: namespace.into(),
+                name: (*name).into(),
+                uid: format!("{name}-uid"),
+                labels: labels.clone(),
+                image: image.into(),
+                env: Ok(OctopusEnv {
+                    node_name: (*name).into(),
+                    connection_string: Secret::new(format!(
+                        "Server=sql;Database={namespace}-{service};Password=x"
+                    )),
+                    admin_api_key: Some(Secret::new(api_key)),
+                    task_cap: None,
+                }),
+            });
+            if !self
+                .wait_pod_ready(namespace, name, Duration::from_secs(5))
+                .await
+            {
+                return None;
+            }
+        }
+        Some(self.installation_url(namespace, service))
     }
 
     /// Stops serving, the clock and the kubelet role.

@@ -117,6 +117,39 @@ fn text(status: StatusCode, message: String) -> Response {
     (status, message).into_response()
 }
 
+/// Where a request goes: `/{namespace}/{service}/api/...` is the Service (a load
+/// balancer over its ready pods); `/{namespace}/{service}/{pod}/api/...` is one pod by
+/// its own DNS name through the (headless) Service, `{pod}.{service}.{namespace}.svc`.
+#[derive(Debug, PartialEq, Eq)]
+struct Address {
+    namespace: String,
+    service: String,
+    pod: Option<String>,
+    /// The path below the virtual directory, starting with `/`.
+    rest: String,
+}
+
+impl Address {
+    fn parse(path: &str) -> Option<Address> {
+        let mut parts = path.trim_start_matches('/').splitn(3, '/');
+        let namespace = parts.next().filter(|s| !s.is_empty())?.to_string();
+        let service = parts.next().filter(|s| !s.is_empty())?.to_string();
+        let tail = parts.next().unwrap_or_default();
+        let (head, below) = tail.split_once('/').unwrap_or((tail, ""));
+        let pod = (!head.is_empty() && !head.eq_ignore_ascii_case("api")).then(|| head.to_string());
+        let rest = match &pod {
+            Some(_) => format!("/{below}"),
+            None => format!("/{tail}"),
+        };
+        Some(Address {
+            namespace,
+            service,
+            pod,
+            rest,
+        })
+    }
+}
+
 /// What was decided when the request reached the load balancer.
 struct Arrival {
     installation: usize,
@@ -135,22 +168,36 @@ async fn octopus(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let path = uri.path();
-    let mut parts = path.trim_start_matches('/').splitn(3, '/');
-    let (Some(namespace), Some(service)) = (parts.next(), parts.next()) else {
+    let Some(address) = Address::parse(uri.path()) else {
         return text(
             StatusCode::NOT_FOUND,
-            "address an installation as /{namespace}/{service}/api/...".into(),
+            "address an installation as /{namespace}/{service}/api/... or one node as \
+             /{namespace}/{service}/{pod}/api/..."
+                .into(),
         );
     };
-    let rest = format!("/{}", parts.next().unwrap_or_default());
-    let service_label = format!("{namespace}/{service}");
-    let prefix = format!("/{namespace}/{service}");
+    let Address {
+        namespace,
+        service,
+        pod,
+        rest,
+    } = &address;
+    let (namespace, service) = (namespace.as_str(), service.as_str());
+    let service_label = match pod {
+        Some(pod) => format!("{namespace}/{service}/{pod}"),
+        None => format!("{namespace}/{service}"),
+    };
+    let prefix = format!("/{service_label}");
+    let rest = rest.as_str();
 
     let arrival = {
         let mut w = lock(&world);
         let now = w.advance(Timestamp::now());
-        match w.resolve(namespace, service) {
+        let resolution = match pod {
+            Some(pod) => w.resolve_pod(namespace, service, pod),
+            None => w.resolve(namespace, service),
+        };
+        match resolution {
             Resolution::Endpoint {
                 installation,
                 process,
@@ -180,7 +227,7 @@ async fn octopus(
                     installation.as_deref(),
                     EventKind::HttpRequest {
                         method: method.to_string(),
-                        route: api::route_template(&rest),
+                        route: api::route_template(rest),
                         status: 503,
                         service: service_label.clone(),
                         node: None,
@@ -210,7 +257,7 @@ async fn octopus(
         &uri,
         &headers,
         &body,
-        &rest,
+        rest,
         &prefix,
         &service_label,
     );
@@ -298,7 +345,15 @@ fn answer(
         now,
     );
     record(&mut w, &response.route, response.status.as_u16());
-    Some(json_response(response.status, &response.body))
+    Some(match (&response.body, response.text) {
+        (serde_json::Value::String(body), true) => (
+            response.status,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            body.clone(),
+        )
+            .into_response(),
+        (body, _) => json_response(response.status, body),
+    })
 }
 
 // ----- admin routes -------------------------------------------------------------------
@@ -482,5 +537,35 @@ pub async fn tick(world: SharedWorld, every: Duration, mut shutdown: watch::Rece
             }
             _ = shutdown.changed() => break,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Address;
+
+    #[test]
+    fn addresses_a_service_or_one_pod_behind_it() {
+        let lb = Address::parse("/ns/octo/api/octopusservernodes/summary");
+        assert_eq!(
+            lb,
+            Some(Address {
+                namespace: "ns".into(),
+                service: "octo".into(),
+                pod: None,
+                rest: "/api/octopusservernodes/summary".into(),
+            })
+        );
+        let node = Address::parse("/ns/octo-nodes/octo-1/api");
+        assert_eq!(
+            node,
+            Some(Address {
+                namespace: "ns".into(),
+                service: "octo-nodes".into(),
+                pod: Some("octo-1".into()),
+                rest: "/api".into(),
+            })
+        );
+        assert_eq!(Address::parse("/ns"), None);
     }
 }

@@ -31,6 +31,8 @@ const TIME_ZONE_PATTERN: &str = r"^[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+)*$
 const VARIANT_PATTERN: &str = r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$";
 /// An http or https URL without whitespace.
 const URL_PATTERN: &str = r"^https?://[^\s]+$";
+/// An http or https URL without whitespace that names `{pod}`.
+const NODE_URL_PATTERN: &str = r"^https?://[^\s]*\{pod\}[^\s]*$";
 
 /// What an exact version looks like, shared by `version` and `approvedVersion`.
 const VERSION_EXPECTED: &str = "must be an exact Octopus version: MAJOR.MINOR.PATCH such as 2024.1.12345, or MAJOR.MINOR.PATCH.BUILD before 3.0 such as 2.6.5.1010 (no tags such as latest, no v prefix)";
@@ -90,6 +92,14 @@ pub fn url() -> Rule {
     matching(
         URL_PATTERN,
         "must be an http:// or https:// URL without spaces, such as https://octopus.example.com (the part before /api)",
+    )
+}
+
+/// `api.nodeUrlTemplate`.
+pub fn node_url_template() -> Rule {
+    matching(
+        NODE_URL_PATTERN,
+        "must be an http:// or https:// URL template without spaces that contains {pod}, such as http://{pod}.{service}.{namespace}.svc:8080 (the part before /api)",
     )
 }
 
@@ -220,6 +230,18 @@ mod tests {
                 URL_PATTERN,
                 &["https://octopus.example.com", "http://octopus:8080"],
                 &["ftp://x", "octopus.example.com", "https://a b"],
+            ),
+            (
+                NODE_URL_PATTERN,
+                &[
+                    "http://{pod}.{service}.{namespace}.svc:8080",
+                    "https://{pod}.octo-nodes.prod.svc",
+                ],
+                &[
+                    "http://octo-0.octo-nodes.svc",
+                    "{pod}.octo",
+                    "https://{pod} x",
+                ],
             ),
         ] {
             let re = regex::Regex::new(pattern).expect("pattern");

@@ -263,7 +263,18 @@ pub struct ApiSpec {
     #[schemars(length(max = 2048))]
     #[x_kube(validation = admission::url())]
     pub url: Option<String>,
-    /// Secret key holding extra PEM CA certificates to trust for an https URL.
+    /// Base URL of one node's own server (the part before `/api`), where the operator
+    /// reads the node's version (`GET /api`) and readiness (`/api/octopusservernodes/ping`)
+    /// past the load balancer. `{pod}` is replaced by the node's pod name, `{service}` by
+    /// the headless Service (`<name>-nodes`), `{namespace}` and `{name}` by the cluster's.
+    /// Default: the operator's `--node-url-template`,
+    /// `http://{pod}.{service}.{namespace}.svc:8080`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    #[x_kube(validation = admission::node_url_template())]
+    pub node_url_template: Option<String>,
+    /// Secret key holding extra PEM CA certificates to trust for an https URL (the API URL
+    /// and the nodes' own URLs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_secret_ref: Option<SecretKeyRef>,
 }
@@ -432,7 +443,8 @@ pub struct TentacleSpec {
     /// Queue an `UpdateCalamari` task for each environment after the server upgrade.
     #[serde(default)]
     pub update_calamari: bool,
-    /// Octopus environment ids (e.g. `Environments-1`) whose machines are updated.
+    /// Octopus environment ids (e.g. `Environments-1`, in Octopus's default space) whose
+    /// machines are updated.
     #[serde(default)]
     #[schemars(length(max = 100))]
     pub environment_ids: Vec<String>,

@@ -12,8 +12,8 @@ use serde::de::DeserializeOwned;
 use super::model::{Action, StatefulSetWant};
 use super::observe;
 use super::{Context, Error};
-use crate::api::{FIELD_MANAGER, OctopusCluster};
-use crate::octopus::{CreateTask, OctopusApi, builtin_tasks};
+use crate::api::{FIELD_MANAGER, OctopusCluster, TentacleSpec};
+use crate::octopus::{CreateTask, OctopusApi, OctopusError, builtin_tasks};
 use crate::resources::{backup, service, statefulset, storage};
 
 /// Applies the StatefulSet, its Services and the storage claims as decided.
@@ -90,19 +90,51 @@ pub async fn perform(
             let Some(t) = &cluster.spec.tentacles else {
                 return Ok(());
             };
-            for env in &t.environment_ids {
-                let description = format!("Requested by octopus-operator after upgrading to {to}");
-                if t.upgrade_tentacles {
-                    let task = CreateTask::new(builtin_tasks::UPGRADE, description.clone())
-                        .argument("EnvironmentId", env.clone());
-                    octopus()?.create_task(&task).await?;
-                }
-                if t.update_calamari {
-                    let task = CreateTask::new(builtin_tasks::UPDATE_CALAMARI, description)
-                        .argument("EnvironmentId", env.clone());
-                    octopus()?.create_task(&task).await?;
-                }
-            }
+            queue_tentacle_tasks(octopus()?, t, to).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Queues Octopus's own Tentacle tasks in the default space, where the environments are:
+/// `Upgrade` per environment (EnvironmentId), and one `UpdateCalamari` for the machines
+/// of those environments (it takes MachineIds only).
+async fn queue_tentacle_tasks(
+    octopus: &dyn OctopusApi,
+    t: &TentacleSpec,
+    to: &str,
+) -> Result<(), Error> {
+    let space = octopus
+        .default_space()
+        .await?
+        .ok_or_else(|| OctopusError::NotFound {
+            route: "GET /api/spaces".into(),
+            message: "Octopus has no default space to queue Tentacle tasks in".into(),
+        })?
+        .id;
+    let description = format!("Requested by octopus-operator after upgrading to {to}");
+    if t.upgrade_tentacles {
+        for env in &t.environment_ids {
+            let task = CreateTask::new(builtin_tasks::UPGRADE, description.clone())
+                .argument("EnvironmentId", env.clone())
+                .in_space(space.clone());
+            octopus.create_task(&task).await?;
+        }
+    }
+    if t.update_calamari {
+        let machines: Vec<String> = octopus
+            .all_machines(&space, &t.environment_ids)
+            .await?
+            .into_iter()
+            .map(|m| m.id)
+            .collect();
+        if machines.is_empty() {
+            tracing::info!(?t.environment_ids, "no machines to update Calamari on");
+        } else {
+            let task = CreateTask::new(builtin_tasks::UPDATE_CALAMARI, description)
+                .argument("MachineIds", machines)
+                .in_space(space);
+            octopus.create_task(&task).await?;
         }
     }
     Ok(())

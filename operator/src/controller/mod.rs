@@ -35,11 +35,15 @@ use kube::{Client, ResourceExt};
 use tracing::{info, warn};
 
 use crate::api::OctopusCluster;
-use crate::octopus::{OctopusApi, OctopusClient, OctopusEndpoint, OctopusError};
+use crate::octopus::{CallObserver, OctopusApi, OctopusClient, OctopusEndpoint, OctopusError};
+use crate::process::probes::Health;
 use crate::resources::labels;
 
 /// Finalizer that releases maintenance mode and drains before the cluster goes.
 pub const FINALIZER: &str = "octopusoperator.dev/cleanup";
+
+/// A node's own address: its pod's stable DNS name through the headless Service.
+pub const DEFAULT_NODE_URL_TEMPLATE: &str = "http://{pod}.{service}.{namespace}.svc:8080";
 
 /// How long deletion keeps retrying to release Octopus before giving up with an Event.
 pub const CLEANUP_GRACE: Duration = Duration::from_secs(300);
@@ -50,6 +54,9 @@ pub struct Config {
     /// Octopus API base URL when spec.api.url is unset; `{name}` and `{namespace}` are
     /// replaced with the cluster's client Service and namespace.
     pub api_url_template: String,
+    /// A node's own base URL when spec.api.nodeUrlTemplate is unset; `{pod}`, `{service}`
+    /// (the headless Service), `{namespace}` and `{name}` are replaced.
+    pub node_url_template: String,
     /// How often to look at Octopus while waiting on it (tasks, versions).
     pub poll_interval: Duration,
     /// Resync when nothing happens.
@@ -62,6 +69,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             api_url_template: "http://{name}.{namespace}.svc:8080".into(),
+            node_url_template: DEFAULT_NODE_URL_TEMPLATE.into(),
             poll_interval: Duration::from_secs(5),
             resync_interval: Duration::from_secs(300),
             namespace: None,
@@ -78,6 +86,17 @@ pub trait OctopusConnector: Send + Sync {
 #[derive(Default)]
 pub struct HttpConnector {
     clients: Mutex<HashMap<String, (String, Arc<OctopusClient>)>>,
+    observer: Option<Arc<dyn CallObserver>>,
+}
+
+impl HttpConnector {
+    /// A connector whose clients report every call to `observer` (metrics).
+    pub fn observed_by(observer: Arc<dyn CallObserver>) -> Self {
+        Self {
+            clients: Mutex::default(),
+            observer: Some(observer),
+        }
+    }
 }
 
 impl OctopusConnector for HttpConnector {
@@ -93,7 +112,11 @@ impl OctopusConnector for HttpConnector {
         {
             return Ok(c.clone());
         }
-        let client = Arc::new(OctopusClient::new(endpoint)?);
+        let mut client = OctopusClient::new(endpoint)?;
+        if let Some(observer) = &self.observer {
+            client = client.with_observer(observer.clone());
+        }
+        let client = Arc::new(client);
         clients.insert(endpoint.base_url.clone(), (key, client.clone()));
         Ok(client)
     }
@@ -140,6 +163,16 @@ impl Error {
 
 /// Runs the controller until a shutdown signal.
 pub async fn run(client: Client, config: Config, metrics: Arc<metrics::Metrics>) {
+    run_with(client, config, metrics, Arc::default()).await;
+}
+
+/// [`run`], telling `health` when the OctopusCluster watch cache holds its first list.
+pub async fn run_with(
+    client: Client,
+    config: Config,
+    metrics: Arc<metrics::Metrics>,
+    health: Arc<Health>,
+) {
     let (clusters, stss, jobs, pods) = match &config.namespace {
         Some(ns) => (
             Api::<OctopusCluster>::namespaced(client.clone(), ns),
@@ -165,11 +198,18 @@ pub async fn run(client: Client, config: Config, metrics: Arc<metrics::Metrics>)
             },
         ),
         client,
-        octopus: Arc::new(HttpConnector::default()),
+        octopus: Arc::new(HttpConnector::observed_by(metrics.clone())),
         config,
         metrics,
     });
-    Controller::new(clusters, watcher::Config::default().any_semantic())
+    let controller = Controller::new(clusters, watcher::Config::default().any_semantic());
+    let store = controller.store();
+    let synced = async move {
+        if store.wait_until_ready().await.is_ok() {
+            health.set_synced();
+        }
+    };
+    let running = controller
         .owns(stss, managed.clone())
         .owns(jobs, managed.clone())
         .watches(pods, managed, |pod: Pod| {
@@ -182,8 +222,8 @@ pub async fn run(client: Client, config: Config, metrics: Arc<metrics::Metrics>)
             if let Err(e) = result {
                 warn!(error = %e, "reconcile loop");
             }
-        })
-        .await;
+        });
+    futures::future::join(synced, running).await;
 }
 
 /// One reconcile, wrapped in the finalizer so apply and cleanup are plain functions.
@@ -210,7 +250,21 @@ async fn apply(cached: &OctopusCluster, ctx: &Context) -> Result<Requeue, Error>
         .get(&cached.name_any())
         .await?;
     let cluster = &fresh;
-    let (observed, api) = observe::observe(ctx, cluster).await?;
+    let observe::Observation {
+        observed,
+        nodes,
+        api,
+    } = observe::observe(ctx, cluster).await?;
+    // The decision core does not read these facts yet (issue 9): they are logged so a
+    // node that keeps exiting, e.g. on an aborted database upgrade, shows why.
+    for node in &nodes {
+        if let Some(exit) = &node.last_exit {
+            tracing::debug!(
+                pod = %node.pod, serving = ?node.serving, reason = ?exit.reason,
+                exit_code = exit.exit_code, message = ?exit.message, "node's last exit"
+            );
+        }
+    }
     let decision = decide::decide(&observed);
     let mut failure = None;
     if let Some(want) = &decision.statefulset {
@@ -239,6 +293,8 @@ async fn apply(cached: &OctopusCluster, ctx: &Context) -> Result<Requeue, Error>
 /// maintenance mode, drained nodes), so the database is not left locked for whoever uses
 /// it next. Owned objects then go by garbage collection; storage claims stay.
 async fn cleanup(cluster: &OctopusCluster, ctx: &Context) -> Result<Requeue, Error> {
+    let ns = cluster.namespace().unwrap_or_default();
+    ctx.metrics.forget_cluster(&ns, &cluster.name_any());
     let upgrade = cluster
         .status
         .as_ref()
@@ -247,7 +303,7 @@ async fn cleanup(cluster: &OctopusCluster, ctx: &Context) -> Result<Requeue, Err
     let Some(upgrade) = upgrade else {
         return Ok(Requeue::await_change());
     };
-    let (observed, api) = observe::observe(ctx, cluster).await?;
+    let observe::Observation { observed, api, .. } = observe::observe(ctx, cluster).await?;
     if matches!(observed.octopus, model::OctopusView::NoReadyNode) {
         // No node runs, so nobody can answer; waiting would only delay the deletion.
         record::event(

@@ -51,6 +51,31 @@ pub struct PodView {
     pub terminating: bool,
 }
 
+/// What observe reads about one node beyond its pod view and the cluster summary. Kept
+/// beside [`Observed`] (one per pod, by ordinal) until the decision core takes it in.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeFacts {
+    /// The pod, which is also the Octopus node name.
+    pub pod: String,
+    /// The node's own `/api/octopusservernodes/ping` at its own address: `Some(true)` on
+    /// 200 (serving), `Some(false)` on 418 (draining or offline); `None` when not asked
+    /// (pod not ready) or not answered.
+    pub serving: Option<bool>,
+    /// How the Octopus container last ended (`lastState.terminated`), e.g. the message of
+    /// a database upgrade Octopus aborted because other nodes still look alive.
+    pub last_exit: Option<ContainerExit>,
+}
+
+/// A container's last termination, as the kubelet reports it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ContainerExit {
+    pub reason: Option<String>,
+    /// The termination message (with `FallbackToLogsOnError`, the tail of the log).
+    pub message: Option<String>,
+    pub exit_code: i32,
+    pub finished_at: Option<Timestamp>,
+}
+
 /// What the Octopus REST API told this reconcile.
 #[derive(Clone, Debug)]
 pub enum OctopusView {
@@ -102,8 +127,12 @@ pub struct OctopusNode {
     pub name: String,
     /// Octopus's `IsInMaintenanceMode` on the node: drained.
     pub drained: bool,
+    /// Octopus's `IsOffline`: a clean shutdown, or no heartbeat for a while. A node that
+    /// was killed stays `false` until its heartbeat ages out.
     pub offline: bool,
     pub running_tasks: u32,
+    /// The version the node itself answers on its own address (`GET /api`); `None` when
+    /// its pod is not ready or did not answer. The summary has no version.
     pub version: Option<String>,
 }
 

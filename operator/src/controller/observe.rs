@@ -12,7 +12,8 @@ use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 
 use super::model::{
-    JobView, Observed, OctopusNode, OctopusState, OctopusView, PodView, StatefulSetView, TaskView,
+    ContainerExit, JobView, NodeFacts, Observed, OctopusNode, OctopusState, OctopusView, PodView,
+    StatefulSetView, TaskView,
 };
 use super::{Context, Error};
 use crate::api::{OctopusCluster, SecretKeyRef};
@@ -25,11 +26,17 @@ pub struct Credentials {
     pub ca_bundle: Option<Vec<u8>>,
 }
 
+/// What one reconcile read.
+pub struct Observation {
+    pub observed: Observed,
+    /// Per pod (by ordinal): the node's own readiness and the container's last exit.
+    pub nodes: Vec<NodeFacts>,
+    /// The client of the cluster's API URL, when one could be built and asked.
+    pub api: Option<Arc<dyn OctopusApi>>,
+}
+
 /// Reads the cluster's world.
-pub async fn observe(
-    ctx: &Context,
-    cluster: &OctopusCluster,
-) -> Result<(Observed, Option<Arc<dyn OctopusApi>>), Error> {
+pub async fn observe(ctx: &Context, cluster: &OctopusCluster) -> Result<Observation, Error> {
     let ns = cluster.namespace().unwrap_or_default();
     let name = cluster.name_any();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
@@ -88,16 +95,31 @@ pub async fn observe(
     let pods = Api::<Pod>::namespaced(ctx.client.clone(), &ns)
         .list(&ListParams::default().labels(&labels::selector_string(&name)))
         .await?;
-    let mut pods: Vec<PodView> = pods
+    let mut seen: Vec<(PodView, NodeFacts)> = pods
         .items
         .iter()
-        .filter_map(|p| pod_view(&name, p))
+        .filter_map(|p| {
+            let view = pod_view(&name, p)?;
+            let facts = NodeFacts {
+                pod: view.name.clone(),
+                serving: None,
+                last_exit: last_exit(p),
+            };
+            Some((view, facts))
+        })
         .collect();
-    pods.sort_by_key(|p| p.ordinal);
+    seen.sort_by_key(|(p, _)| p.ordinal);
+    let (pods, mut nodes): (Vec<PodView>, Vec<NodeFacts>) = seen.into_iter().unzip();
 
     let (octopus, api) = if pods.iter().any(|p| p.ready) {
         match connect(ctx, cluster, &creds) {
-            Ok(api) => (octopus_state(api.as_ref()).await, Some(api)),
+            Ok(api) => {
+                let mut view = octopus_state(api.as_ref()).await;
+                if let OctopusView::Up(state) = &mut view {
+                    read_nodes(ctx, cluster, &creds, &pods, &mut nodes, state).await;
+                }
+                (view, Some(api))
+            }
             Err(view) => (view, None),
         }
     } else {
@@ -137,7 +159,11 @@ pub async fn observe(
         master_key_copy,
         now: Timestamp::now(),
     };
-    Ok((observed, api))
+    Ok(Observation {
+        observed,
+        nodes,
+        api,
+    })
 }
 
 /// The Octopus API client for this cluster, when one can be built.
@@ -152,17 +178,84 @@ pub fn connect(
             message: "the API key Secret is missing".into(),
         });
     };
-    let url = api_url(ctx, cluster);
-    let mut endpoint = OctopusEndpoint::new(url, key);
-    if let Some(ca) = &creds.ca_bundle {
-        endpoint = endpoint.with_ca_bundle(ca.clone());
-    }
     ctx.octopus
-        .connect(&endpoint)
+        .connect(&endpoint(api_url(ctx, cluster), key, creds))
         .map_err(|e| OctopusView::Unavailable {
             reason: e.reason().into(),
             message: e.to_string(),
         })
+}
+
+fn endpoint(url: String, key: ApiKey, creds: &Credentials) -> OctopusEndpoint {
+    let endpoint = OctopusEndpoint::new(url, key);
+    match &creds.ca_bundle {
+        Some(ca) => endpoint.with_ca_bundle(ca.clone()),
+        None => endpoint,
+    }
+}
+
+/// One node's own base URL: `spec.api.nodeUrlTemplate`, else the operator's template,
+/// with `{pod}`, `{service}` (the headless Service), `{namespace}` and `{name}` replaced.
+pub fn node_url(ctx: &Context, cluster: &OctopusCluster, pod: &str) -> String {
+    let name = cluster.name_any();
+    cluster
+        .spec
+        .api
+        .as_ref()
+        .and_then(|a| a.node_url_template.as_deref())
+        .unwrap_or(&ctx.config.node_url_template)
+        .replace("{pod}", pod)
+        .replace("{service}", &names::headless_service(&name))
+        .replace("{namespace}", &cluster.namespace().unwrap_or_default())
+        .replace("{name}", &name)
+}
+
+/// Asks every ready node at its own address (past the load balancer) for its version
+/// (`GET /api`) and readiness (`/api/octopusservernodes/ping`): the version goes to the
+/// Octopus node of the same name, the readiness to the pod's facts. A node that does not
+/// answer keeps `None`; the decision waits for it.
+async fn read_nodes(
+    ctx: &Context,
+    cluster: &OctopusCluster,
+    creds: &Credentials,
+    pods: &[PodView],
+    facts: &mut [NodeFacts],
+    state: &mut OctopusState,
+) {
+    let Some(key) = &creds.api_key else {
+        return;
+    };
+    let asks = pods.iter().filter(|p| p.ready && !p.terminating).map(|p| {
+        let url = node_url(ctx, cluster, &p.name);
+        let node = ctx.octopus.connect(&endpoint(url, key.clone(), creds));
+        let pod = p.name.clone();
+        async move {
+            let node = match node {
+                Ok(node) => node,
+                Err(e) => {
+                    tracing::debug!(pod, error = %e, "cannot reach the node's own address");
+                    return (pod, None, None);
+                }
+            };
+            let (root, ping) = futures::join!(node.root(), node.ping());
+            if let Err(e) = &root {
+                tracing::debug!(pod, error = %e, "node's own GET /api failed");
+            }
+            (
+                pod,
+                root.ok().map(|r| r.version),
+                ping.ok().map(|p| p.is_serving()),
+            )
+        }
+    });
+    for (pod, version, serving) in futures::future::join_all(asks).await {
+        if let Some(facts) = facts.iter_mut().find(|f| f.pod == pod) {
+            facts.serving = serving;
+        }
+        if let Some(node) = state.nodes.iter_mut().find(|n| n.name == pod) {
+            node.version = version;
+        }
+    }
 }
 
 /// `spec.api.url`, else the operator's URL template (default: the client Service).
@@ -197,7 +290,8 @@ async fn octopus_state(api: &dyn OctopusApi) -> OctopusView {
                     drained: n.is_in_maintenance_mode,
                     offline: n.is_offline,
                     running_tasks: n.running_task_count,
-                    version: n.version,
+                    // Filled from the node's own root document by `read_nodes`.
+                    version: None,
                 })
                 .collect(),
             maintenance: maintenance.is_in_maintenance_mode,
@@ -313,6 +407,28 @@ fn pod_view(cluster: &str, pod: &Pod) -> Option<PodView> {
             )
         ),
         terminating: pod.metadata.deletion_timestamp.is_some(),
+    })
+}
+
+/// The Octopus container's last termination (`lastState.terminated`).
+fn last_exit(pod: &Pod) -> Option<ContainerExit> {
+    let container = pod.spec.as_ref()?.containers.first()?;
+    let terminated = pod
+        .status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == container.name)?
+        .last_state
+        .as_ref()?
+        .terminated
+        .as_ref()?;
+    Some(ContainerExit {
+        reason: terminated.reason.clone(),
+        message: terminated.message.clone(),
+        exit_code: terminated.exit_code,
+        finished_at: terminated.finished_at.as_ref().map(|f| f.0),
     })
 }
 

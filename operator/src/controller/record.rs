@@ -58,22 +58,24 @@ pub async fn write(
         last_backup: decision.last_backup.clone(),
     };
     events(ctx, cluster, previous, &status, decision).await;
-    if status == *previous {
-        return Ok(());
-    }
     let ns = cluster.namespace().unwrap_or_default();
-    let api: Api<OctopusCluster> = Api::namespaced(ctx.client.clone(), &ns);
-    let patch = json!({
-        "apiVersion": OctopusCluster::api_version(&()),
-        "kind": OctopusCluster::kind(&()),
-        "status": status,
-    });
-    api.patch_status(
-        &cluster.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
+    if status != *previous {
+        let api: Api<OctopusCluster> = Api::namespaced(ctx.client.clone(), &ns);
+        let patch = json!({
+            "apiVersion": OctopusCluster::api_version(&()),
+            "kind": OctopusCluster::kind(&()),
+            "status": status,
+        });
+        api.patch_status(
+            &cluster.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+    }
+    let name = cluster.name_any();
+    let metrics = &ctx.metrics;
+    metrics.cluster_status(&ns, &name, &observed.spec.version, previous, &status);
     Ok(())
 }
 

@@ -7,6 +7,7 @@
 //! line per attempt. It does not decide anything.
 
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -21,8 +22,8 @@ use tracing::Instrument;
 use super::endpoint::{ApiKey, OctopusEndpoint};
 use super::error::OctopusError;
 use super::models::{
-    ClusterSummary, CreateTask, MaintenanceConfiguration, NodePing, NodeSummary, OctopusServerNode,
-    Page, RootResource, ServerStatusHealth, ServerTask, TaskQuery,
+    ClusterSummary, CreateTask, Machine, MaintenanceConfiguration, NodePing, OctopusServerNode,
+    Page, RootResource, ServerStatusHealth, ServerTask, Space, TaskQuery,
 };
 use super::{OctopusApi, OctopusResult};
 
@@ -52,6 +53,13 @@ impl Default for ClientOptions {
     }
 }
 
+/// Told about every attempt of every call (metrics): the method, the route template
+/// (`/api/octopusservernodes/{id}`, never an id) and the HTTP status, or `None` when no
+/// answer came (timeout, connection refused).
+pub trait CallObserver: Send + Sync {
+    fn observed(&self, method: &str, route: &'static str, status: Option<u16>);
+}
+
 /// Talks to one Octopus Server endpoint. Cheap to clone (the connection pool is shared).
 #[derive(Clone)]
 pub struct OctopusClient {
@@ -59,6 +67,7 @@ pub struct OctopusClient {
     base: Url,
     api_key: ApiKey,
     options: ClientOptions,
+    observer: Option<Arc<dyn CallObserver>>,
 }
 
 impl fmt::Debug for OctopusClient {
@@ -87,6 +96,8 @@ const MAX_MESSAGE_CHARS: usize = 400;
 /// One prepared call.
 struct Call<'a> {
     method: Method,
+    /// The route template, for metrics.
+    template: &'static str,
     /// Path under the base URL, as segments (each percent-encoded on its own).
     segments: &'a [&'a str],
     query: Vec<(&'static str, String)>,
@@ -144,7 +155,14 @@ impl OctopusClient {
             base,
             api_key,
             options,
+            observer: None,
         })
+    }
+
+    /// Reports every attempt to `observer`.
+    pub fn with_observer(mut self, observer: Arc<dyn CallObserver>) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// The normalised base URL (ends in `/`).
@@ -175,6 +193,18 @@ impl OctopusClient {
     /// Sends the call (retrying if idempotent) and decodes the answer.
     async fn call<T: DeserializeOwned>(&self, call: Call<'_>) -> OctopusResult<(u16, T)> {
         let route = format!("{} /{}", call.method, call.segments.join("/"));
+        let (status, body) = self.send(call).await?;
+        let value = serde_json::from_slice(&body).map_err(|e| OctopusError::BadResponse {
+            route,
+            status,
+            detail: self.scrub(&e.to_string()),
+        })?;
+        Ok((status, value))
+    }
+
+    /// Sends the call (retrying if idempotent): the status and body of an accepted answer.
+    async fn send(&self, call: Call<'_>) -> OctopusResult<(u16, Vec<u8>)> {
+        let route = format!("{} /{}", call.method, call.segments.join("/"));
         let url = self.url(call.segments, &call.query);
         let span = tracing::debug_span!("octopus_call", method = %call.method, route = %route);
         async {
@@ -195,12 +225,7 @@ impl OctopusClient {
                     })
                     .await?
             };
-            let value = serde_json::from_slice(&body).map_err(|e| OctopusError::BadResponse {
-                route: route.clone(),
-                status,
-                detail: self.scrub(&e.to_string()),
-            })?;
-            Ok((status, value))
+            Ok((status, body))
         }
         .instrument(span)
         .await
@@ -231,6 +256,10 @@ impl OctopusClient {
         }
         .await;
         let elapsed_ms = started.elapsed().as_millis() as u64;
+        if let Some(observer) = &self.observer {
+            let status = answer.as_ref().ok().map(|(status, _)| status.as_u16());
+            observer.observed(call.method.as_str(), call.template, status);
+        }
         let (status, body) = match answer {
             Ok(answer) => answer,
             Err(error) => {
@@ -308,9 +337,14 @@ impl OctopusClient {
         }
     }
 
-    async fn get<T: DeserializeOwned>(&self, segments: &[&str]) -> OctopusResult<T> {
+    async fn get<T: DeserializeOwned>(
+        &self,
+        template: &'static str,
+        segments: &[&str],
+    ) -> OctopusResult<T> {
         let call = Call {
             method: Method::GET,
+            template,
             segments,
             query: Vec::new(),
             body: None,
@@ -322,6 +356,7 @@ impl OctopusClient {
     async fn send_json<B: serde::Serialize, T: DeserializeOwned>(
         &self,
         method: Method,
+        template: &'static str,
         segments: &[&str],
         body: &B,
     ) -> OctopusResult<T> {
@@ -333,6 +368,7 @@ impl OctopusClient {
         })?;
         let call = Call {
             method,
+            template,
             segments,
             query: Vec::new(),
             body: Some(body),
@@ -388,49 +424,73 @@ fn describe(error: &(dyn std::error::Error + 'static)) -> String {
 #[async_trait]
 impl OctopusApi for OctopusClient {
     async fn root(&self) -> OctopusResult<RootResource> {
-        self.get(&["api"]).await
+        self.get("/api", &["api"]).await
     }
 
     async fn cluster_summary(&self) -> OctopusResult<ClusterSummary> {
-        self.get(&["api", "octopusservernodes", "summary"]).await
+        self.get(
+            "/api/octopusservernodes/summary",
+            &["api", "octopusservernodes", "summary"],
+        )
+        .await
     }
 
     async fn get_node(&self, id: &str) -> OctopusResult<OctopusServerNode> {
-        self.get(&["api", "octopusservernodes", id]).await
+        self.get(
+            "/api/octopusservernodes/{id}",
+            &["api", "octopusservernodes", id],
+        )
+        .await
     }
 
     async fn update_node(&self, node: &OctopusServerNode) -> OctopusResult<OctopusServerNode> {
-        self.send_json(Method::PUT, &["api", "octopusservernodes", &node.id], node)
-            .await
+        self.send_json(
+            Method::PUT,
+            "/api/octopusservernodes/{id}",
+            &["api", "octopusservernodes", &node.id],
+            node,
+        )
+        .await
     }
 
     async fn ping(&self) -> OctopusResult<NodePing> {
         let call = Call {
             method: Method::GET,
+            template: "/api/octopusservernodes/ping",
             segments: &["api", "octopusservernodes", "ping"],
             query: Vec::new(),
             body: None,
             also_ok: &[418],
         };
-        let (status, node) = self.call::<NodeSummary>(call).await?;
-        Ok(NodePing { status, node })
+        let (status, _) = self.send(call).await?;
+        Ok(NodePing { status })
     }
 
     async fn maintenance(&self) -> OctopusResult<MaintenanceConfiguration> {
-        self.get(&["api", "maintenanceconfiguration"]).await
+        self.get(
+            "/api/maintenanceconfiguration",
+            &["api", "maintenanceconfiguration"],
+        )
+        .await
     }
 
     async fn update_maintenance(
         &self,
         config: &MaintenanceConfiguration,
     ) -> OctopusResult<MaintenanceConfiguration> {
-        self.send_json(Method::PUT, &["api", "maintenanceconfiguration"], config)
-            .await
+        self.send_json(
+            Method::PUT,
+            "/api/maintenanceconfiguration",
+            &["api", "maintenanceconfiguration"],
+            config,
+        )
+        .await
     }
 
     async fn tasks(&self, query: &TaskQuery) -> OctopusResult<Page<ServerTask>> {
         let call = Call {
             method: Method::GET,
+            template: "/api/tasks",
             segments: &["api", "tasks"],
             query: query.to_pairs(),
             body: None,
@@ -442,6 +502,7 @@ impl OctopusApi for OctopusClient {
     async fn cancel_task(&self, id: &str) -> OctopusResult<ServerTask> {
         let call = Call {
             method: Method::POST,
+            template: "/api/tasks/{id}/cancel",
             segments: &["api", "tasks", id, "cancel"],
             query: Vec::new(),
             body: None,
@@ -453,16 +514,59 @@ impl OctopusApi for OctopusClient {
     async fn create_task(&self, task: &CreateTask) -> OctopusResult<ServerTask> {
         match &task.space_id {
             Some(space) => {
-                self.send_json(Method::POST, &["api", space, "tasks"], task)
+                self.send_json(
+                    Method::POST,
+                    "/api/{spaceId}/tasks",
+                    &["api", space, "tasks"],
+                    task,
+                )
+                .await
+            }
+            None => {
+                self.send_json(Method::POST, "/api/tasks", &["api", "tasks"], task)
                     .await
             }
-            None => self.send_json(Method::POST, &["api", "tasks"], task).await,
         }
+    }
+
+    async fn spaces(&self, skip: u32, take: u32) -> OctopusResult<Page<Space>> {
+        let call = Call {
+            method: Method::GET,
+            template: "/api/spaces",
+            segments: &["api", "spaces"],
+            query: vec![("skip", skip.to_string()), ("take", take.to_string())],
+            body: None,
+            also_ok: &[],
+        };
+        Ok(self.call(call).await?.1)
+    }
+
+    async fn machines(
+        &self,
+        space: &str,
+        environment_ids: &[String],
+        skip: u32,
+        take: u32,
+    ) -> OctopusResult<Page<Machine>> {
+        let mut query = vec![("skip", skip.to_string()), ("take", take.to_string())];
+        if !environment_ids.is_empty() {
+            query.push(("environmentIds", environment_ids.join(",")));
+        }
+        let call = Call {
+            method: Method::GET,
+            template: "/api/{spaceId}/machines",
+            segments: &["api", space, "machines"],
+            query,
+            body: None,
+            also_ok: &[],
+        };
+        Ok(self.call(call).await?.1)
     }
 
     async fn health(&self) -> OctopusResult<ServerStatusHealth> {
         let call = Call {
             method: Method::GET,
+            template: "/api/serverstatus/health",
             segments: &["api", "serverstatus", "health"],
             query: Vec::new(),
             body: None,

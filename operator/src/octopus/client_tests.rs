@@ -447,7 +447,7 @@ async fn undecodable_body_is_bad_response() {
 }
 
 #[tokio::test]
-async fn ping_418_is_an_answer_with_the_node() {
+async fn ping_418_is_an_answer_whatever_the_body() {
     let server = fake(|_, n| {
         let draining = n > 0;
         reply(
@@ -458,8 +458,7 @@ async fn ping_418_is_an_answer_with_the_node() {
                 "IsInMaintenanceMode": draining,
                 "IsOffline": false,
                 "LastSeen": "2024-05-02T10:20:30.123+00:00",
-                "MaxConcurrentTasks": 5,
-                "Version": "2024.2.9220"
+                "MaxConcurrentTasks": 5
             }),
         )
     })
@@ -467,12 +466,9 @@ async fn ping_418_is_an_answer_with_the_node() {
     let client = client_for(&server.base());
     let serving = client.ping().await.unwrap();
     assert!(serving.is_serving());
-    assert!(!serving.node.is_in_maintenance_mode);
     let draining = client.ping().await.unwrap();
     assert_eq!(draining.status, 418);
     assert!(!draining.is_serving());
-    assert!(draining.node.is_in_maintenance_mode);
-    assert_eq!(draining.node.version.as_deref(), Some("2024.2.9220"));
     assert_eq!(server.count("GET", "/api/octopusservernodes/ping"), 2);
 }
 
@@ -820,4 +816,56 @@ fn the_trait_is_object_safe() {
     .unwrap();
     let api: Arc<dyn OctopusApi> = Arc::new(client);
     drop(api);
+}
+
+/// Records what the client reports, for the metrics.
+#[derive(Default)]
+struct Calls(Mutex<Vec<(String, &'static str, Option<u16>)>>);
+
+impl CallObserver for Calls {
+    fn observed(&self, method: &str, route: &'static str, status: Option<u16>) {
+        self.0.lock().unwrap().push((method.into(), route, status));
+    }
+}
+
+#[tokio::test]
+async fn every_attempt_is_reported_by_route_template() {
+    let server = fake(|seen, n| match seen.path.as_str() {
+        "/api/octopusservernodes/summary" if n == 0 => reply(503, json!({})),
+        "/api/octopusservernodes/summary" => reply(200, json!({"Nodes": [], "Links": {}})),
+        _ => reply(
+            404,
+            json!({"ErrorMessage": "The resource you requested was not found."}),
+        ),
+    })
+    .await;
+    let calls = Arc::new(Calls::default());
+    let client = client_for(&server.base()).with_observer(calls.clone());
+    client.cluster_summary().await.unwrap();
+    client
+        .get_node("OctopusServerNodes-octo-0")
+        .await
+        .unwrap_err();
+    let seen = calls.0.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        [
+            ("GET".into(), "/api/octopusservernodes/summary", Some(503)),
+            ("GET".into(), "/api/octopusservernodes/summary", Some(200)),
+            ("GET".into(), "/api/octopusservernodes/{id}", Some(404)),
+        ]
+    );
+
+    // No answer at all: no status.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let calls = Arc::new(Calls::default());
+    let options = ClientOptions {
+        retries: 0,
+        ..fast_options()
+    };
+    let client = client_with(&format!("http://{addr}"), KEY, options).with_observer(calls.clone());
+    client.root().await.unwrap_err();
+    assert_eq!(*calls.0.lock().unwrap(), [("GET".into(), "/api", None)]);
 }

@@ -34,7 +34,8 @@ pub struct RootResource {
 }
 
 /// One node of the cluster as listed by `GET /api/octopusservernodes/summary`
-/// (Octopus's `OctopusServerNodeSummaryResource`); also the body of the node's ping.
+/// (Octopus's `OctopusServerNodeSummaryResource`). It has no version: a node's version is
+/// what the node's own `GET /api` answers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct NodeSummary {
@@ -53,9 +54,6 @@ pub struct NodeSummary {
     pub max_concurrent_tasks: u32,
     #[serde(default)]
     pub running_task_count: u32,
-    /// The Octopus Server version the node runs (not sent by every server version).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub version: Option<String>,
     #[serde(default)]
     pub links: Links,
 }
@@ -94,13 +92,13 @@ pub struct OctopusServerNode {
 }
 
 /// The answer of `GET /api/octopusservernodes/ping`, the load balancer's check of the node
-/// that served it: 200 when it serves, 418 when it is draining or offline. Both carry the
-/// node in the body.
-#[derive(Debug, Clone, PartialEq)]
+/// that served it: 200 when it serves, 418 when it is draining or offline. Octopus also
+/// sends "the node configuration" in the body but publishes no model of it, so only the
+/// status is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NodePing {
     /// HTTP status: 200 or 418.
     pub status: u16,
-    pub node: NodeSummary,
 }
 
 impl NodePing {
@@ -246,6 +244,35 @@ pub struct Page<T> {
     pub links: Links,
 }
 
+/// A space (Octopus's `SpaceResource`), from `GET /api/spaces`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Space {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    /// The space unscoped routes and clients without a space use.
+    #[serde(default)]
+    pub is_default: bool,
+    #[serde(default)]
+    pub links: Links,
+}
+
+/// A deployment target (Octopus's `MachineResource`), from `GET /api/{spaceId}/machines`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Machine {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub environment_ids: Vec<String>,
+    #[serde(default)]
+    pub is_disabled: bool,
+    #[serde(default)]
+    pub links: Links,
+}
+
 /// Query of `GET /api/tasks` (parameters of the `Tasks` link template). Unset fields are
 /// not sent, so Octopus applies its defaults (`take` = 30).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -313,7 +340,8 @@ impl TaskQuery {
 pub mod builtin_tasks {
     /// Upgrade Tentacles (arguments: EnvironmentId, MachineIds, RestrictedTo, WorkerpoolId).
     pub const UPGRADE: &str = "Upgrade";
-    /// Push the current Calamari to machines (arguments: MachineIds).
+    /// Push the current Calamari to machines (arguments: MachineIds only; an
+    /// environment's machines come from `GET /api/{spaceId}/machines?environmentIds=`).
     pub const UPDATE_CALAMARI: &str = "UpdateCalamari";
     /// Health check machines (arguments: EnvironmentId, MachineIds, RestrictedTo,
     /// WorkerpoolId, Timeout, MachineTimeout; timeouts as .NET TimeSpans, `00:05:00`).
@@ -409,7 +437,6 @@ mod tests {
                     "IsLeader": true,
                     "IsOffline": false,
                     "RunningTaskCount": 2,
-                    "Version": "2024.2.9220",
                     "Links": { "Self": "/api/octopusservernodes/OctopusServerNodes-octopus-0" }
                 },
                 {
@@ -429,14 +456,12 @@ mod tests {
         let first = &summary.nodes[0];
         assert_eq!(first.name, "octopus-0");
         assert_eq!(first.running_task_count, 2);
-        assert_eq!(first.version.as_deref(), Some("2024.2.9220"));
         assert_eq!(
             first.last_seen.unwrap().to_string(),
             "2024-05-02T10:20:30.1234567Z"
         );
         let second = &summary.nodes[1];
         assert!(second.is_in_maintenance_mode && second.is_offline);
-        assert_eq!(second.version, None);
         assert_eq!(
             second.last_seen.unwrap().to_string(),
             "2024-05-02T10:20:30.5Z"

@@ -141,6 +141,9 @@ fn container(cluster: &OctopusCluster, version: &str) -> Container {
         startup_probe: Some(probes::startup(node_ready_timeout)),
         resources: spec.resources.clone(),
         volume_mounts: Some(volume_mounts),
+        // A server that exits with an error (e.g. a database upgrade it aborted) leaves
+        // the tail of its log in lastState.terminated.message, where observe reads it.
+        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
         ..Container::default()
     }
 }
@@ -311,6 +314,15 @@ mod tests {
             Some("OnDelete")
         );
         assert_eq!(spec.volume_claim_templates, None);
+    }
+
+    #[test]
+    fn a_failed_server_leaves_its_log_tail_as_the_termination_message() {
+        let sts = build(&fixtures::cluster(), "2024.1.12345", 3);
+        assert_eq!(
+            server(&sts).termination_message_policy.as_deref(),
+            Some("FallbackToLogsOnError")
+        );
     }
 
     #[test]

@@ -105,6 +105,11 @@ impl Demo {
             .args(["--metrics-addr", "127.0.0.1:0", "--poll-interval", "500ms"])
             .arg("--api-url-template")
             .arg(format!("{}/{{namespace}}/{{name}}", self.twin_url))
+            .arg("--node-url-template")
+            .arg(format!(
+                "{}/{{namespace}}/{{service}}/{{pod}}",
+                self.twin_url
+            ))
             .env("KUBECONFIG", &self.args.kubeconfig)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())

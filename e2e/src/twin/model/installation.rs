@@ -9,6 +9,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde::Serialize;
 
+use super::inventory::Inventory;
 use super::task::{self, Task, TaskState};
 use super::{Secret, after};
 use crate::twin::config::{Faults, GeneratorConfig, Timing};
@@ -117,6 +118,16 @@ impl Process {
     }
 }
 
+/// How a node process ended, which decides what Octopus's database remembers of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shutdown {
+    /// SIGTERM within the grace period: the server flags its node offline on the way out.
+    Graceful,
+    /// SIGKILL, a pod deleted with grace 0, OOM: nothing is written; the node's last
+    /// heartbeat (LastSeen) makes it look alive until it ages out (`offline_after`).
+    Killed,
+}
+
 /// A row of the OctopusServerNode table; outlives the processes that wrote it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NodeRow {
@@ -151,6 +162,8 @@ pub enum Refusal {
     Forbidden,
     NotFound,
     Invalid(String),
+    /// The request was understood but its arguments are wrong, one sentence each.
+    BadArguments(Vec<String>),
 }
 
 pub struct Installation {
@@ -162,6 +175,7 @@ pub struct Installation {
     pub maintenance_modified_on: Option<Timestamp>,
     pub nodes: BTreeMap<String, NodeRow>,
     pub processes: BTreeMap<ProcessKey, Process>,
+    pub inventory: Inventory,
     api_keys: Vec<(Secret, Role)>,
     pub tasks: BTreeMap<u64, Task>,
     next_task: u64,
@@ -191,6 +205,7 @@ impl Installation {
             maintenance_modified_on: None,
             nodes: BTreeMap::new(),
             processes: BTreeMap::new(),
+            inventory: Inventory::default(),
             api_keys: Vec::new(),
             tasks: BTreeMap::new(),
             next_task: 1,
@@ -327,16 +342,23 @@ impl Installation {
             .processes
             .get(key)
             .map_or(0, |p| p.restart_count.saturating_add(1));
-        self.stop_process(key, now, log);
+        self.stop_process(key, Shutdown::Graceful, now, log);
         self.start_process(key.clone(), spec, now, log);
         if let Some(p) = self.processes.get_mut(key) {
             p.restart_count = restart_count;
         }
     }
 
-    /// The pod is gone: the server shuts down (flags its node offline); whatever it was
-    /// executing fails, and an unfinished schema upgrade rolls back.
-    pub fn stop_process(&mut self, key: &ProcessKey, now: Timestamp, log: &mut EventLog) {
+    /// The pod is gone: the server shuts down (a graceful stop flags its node offline, a
+    /// killed one leaves only its last heartbeat); whatever it was executing fails, and an
+    /// unfinished schema upgrade rolls back.
+    pub fn stop_process(
+        &mut self,
+        key: &ProcessKey,
+        how: Shutdown,
+        now: Timestamp,
+        log: &mut EventLog,
+    ) {
         let Some(process) = self.processes.remove(key) else {
             return;
         };
@@ -366,7 +388,7 @@ impl Installation {
             },
         );
         if was_running {
-            let clean = !self.faults.unclean_shutdown;
+            let clean = how == Shutdown::Graceful && !self.faults.unclean_shutdown;
             self.node_went_down(&process.node_name, now, clean, log);
         }
         self.schedule_tasks(now, log);
@@ -435,10 +457,13 @@ impl Installation {
             None => self.begin_migration(key, version, now, log),
             Some(schema) if schema.line == version.schema_line() => self.run(key, now, log),
             Some(schema) if version.schema_line() > schema.line => {
+                // Octopus cannot see processes: a node counts as running while its row
+                // is not flagged shut down and its heartbeat is fresh.
                 let running: Vec<String> = self
-                    .running_processes()
-                    .filter(|(k, _)| *k != key)
-                    .map(|(_, p)| p.node_name.clone())
+                    .nodes
+                    .values()
+                    .filter(|row| row.name != node && !self.node_is_offline(row, now))
+                    .map(|row| row.name.clone())
                     .collect();
                 if version.refuses_migration_beside_running_nodes() && !running.is_empty() {
                     log.record(
@@ -592,7 +617,6 @@ impl Installation {
     }
 
     fn run(&mut self, key: &ProcessKey, now: Timestamp, log: &mut EventLog) {
-        let default_cap = self.timing.default_task_cap;
         let Some(p) = self.processes.get_mut(key) else {
             return;
         };
@@ -606,23 +630,7 @@ impl Installation {
         if let Some(key) = p.admin_api_key.clone() {
             self.add_api_key(key, Role::Administrator);
         }
-        let row = self.nodes.entry(node.clone()).or_insert_with(|| NodeRow {
-            id: format!("OctopusServerNodes-{node}"),
-            name: node.clone(),
-            max_concurrent_tasks: cap.unwrap_or(default_cap),
-            drained: false,
-            last_seen: now,
-            version: version.clone(),
-            shut_down: false,
-            last_modified_on: None,
-        });
-        row.version = version.clone();
-        row.last_seen = now;
-        row.shut_down = false;
-        if let Some(cap) = cap {
-            row.max_concurrent_tasks = cap;
-        }
-        let drained = row.drained;
+        let drained = self.register_node(&node, &version, cap, now).drained;
         log.record(
             now,
             Some(&self.name),
@@ -634,6 +642,72 @@ impl Installation {
             },
         );
         self.schedule_tasks(now, log);
+    }
+
+    /// A running server writes its row (creating it if missing) on start and on every
+    /// heartbeat.
+    fn register_node(
+        &mut self,
+        node: &str,
+        version: &str,
+        cap: Option<u32>,
+        now: Timestamp,
+    ) -> &NodeRow {
+        let default_cap = self.timing.default_task_cap;
+        let row = self
+            .nodes
+            .entry(node.to_string())
+            .or_insert_with(|| NodeRow {
+                id: format!("OctopusServerNodes-{node}"),
+                name: node.to_string(),
+                max_concurrent_tasks: cap.unwrap_or(default_cap),
+                drained: false,
+                last_seen: now,
+                version: version.to_string(),
+                shut_down: false,
+                last_modified_on: None,
+            });
+        row.version = version.to_string();
+        row.last_seen = now;
+        row.shut_down = false;
+        if let Some(cap) = cap {
+            row.max_concurrent_tasks = cap;
+        }
+        row
+    }
+
+    /// DELETE of a node record. A node that still runs writes it again with its next
+    /// heartbeat (as a fresh row, undrained), as Octopus does.
+    pub fn delete_node(
+        &mut self,
+        id: &str,
+        now: Timestamp,
+        log: &mut EventLog,
+    ) -> Result<(), Refusal> {
+        let name = self
+            .node_by_id(id)
+            .map(|r| r.name.clone())
+            .ok_or(Refusal::NotFound)?;
+        self.nodes.remove(&name);
+        log.record(
+            now,
+            Some(&self.name),
+            EventKind::NodeRecordDeleted { node: name },
+        );
+        self.heartbeat(now);
+        Ok(())
+    }
+
+    /// Running servers re-create a missing row of theirs.
+    fn heartbeat(&mut self, now: Timestamp) {
+        let missing: Vec<(String, String, Option<u32>)> = self
+            .running_processes()
+            .filter(|(_, p)| !self.nodes.contains_key(&p.node_name))
+            .map(|(_, p)| (p.node_name.clone(), p.version_text.clone(), p.task_cap))
+            .collect();
+        for (node, version, cap) in missing {
+            self.register_node(&node, &version, cap, now);
+        }
     }
 
     /// The process exits with an error; the kubelet restarts it after a back-off.
@@ -786,12 +860,16 @@ impl Installation {
         self.maintenance_modified_on = Some(now);
     }
 
-    /// POST /api/tasks: a built-in task by name.
+    /// POST /api/tasks (or /api/{spaceId}/tasks): a built-in task by name. A task that
+    /// acts on machines belongs to a space: the one named, else the default space; its
+    /// arguments are checked against that space's machines and environments.
+    #[allow(clippy::too_many_arguments)]
     pub fn create_task(
         &mut self,
         name: &str,
         description: Option<String>,
         arguments: serde_json::Map<String, serde_json::Value>,
+        space: Option<&str>,
         role: Role,
         now: Timestamp,
         log: &mut EventLog,
@@ -819,7 +897,29 @@ impl Installation {
             );
             return Err(Refusal::UnknownTaskName(name.to_string()));
         };
-        let space = task::is_space_task(known).then(|| "Spaces-1".to_string());
+        let space = if task::is_space_task(known) {
+            let space = match space {
+                Some(id) => self.inventory.space(id),
+                None => self.inventory.default_space(),
+            }
+            .map(|s| s.id.clone())
+            .ok_or(Refusal::NotFound)?;
+            let errors = self.inventory.argument_errors(known, &space, &arguments);
+            if !errors.is_empty() {
+                log.record(
+                    now,
+                    Some(&inst),
+                    EventKind::TaskRefused {
+                        name: known.to_string(),
+                        reason: "InvalidArguments".into(),
+                    },
+                );
+                return Err(Refusal::BadArguments(errors));
+            }
+            Some(space)
+        } else {
+            None
+        };
         let description = description.unwrap_or_else(|| format!("{known} task"));
         let planned = self.timing.api_task_duration;
         Ok(self.queue_task(

@@ -5,6 +5,7 @@
 //! the time; the kubelet role and the HTTP server only call in here.
 
 pub mod installation;
+pub mod inventory;
 pub mod snapshot;
 pub mod task;
 
@@ -16,7 +17,7 @@ use jiff::Timestamp;
 
 pub use installation::{
     Installation, NodeRow, Process, ProcessKey, ProcessPhase, ProcessSpec, Refusal, Role, Schema,
-    Termination,
+    Shutdown, Termination,
 };
 
 use crate::twin::config::{Faults, GeneratorConfig, Timing};
@@ -318,14 +319,21 @@ impl World {
         index
     }
 
-    /// A pod was deleted (or got a deletionTimestamp): its server process stops.
+    /// A pod was deleted (or got a deletionTimestamp) with a grace period: its server
+    /// process shuts down.
     pub fn delete_pod(&mut self, namespace: &str, name: &str, now: Timestamp) {
+        self.stop_pod(namespace, name, Shutdown::Graceful, now);
+    }
+
+    /// A pod is gone; `how` says whether its server could shut down (grace period) or was
+    /// killed (grace 0, SIGKILL).
+    pub fn stop_pod(&mut self, namespace: &str, name: &str, how: Shutdown, now: Timestamp) {
         let now = self.advance(now);
         let Some(entry) = self.pods.remove(&(namespace.to_string(), name.to_string())) else {
             return;
         };
         if let Some((inst, log)) = entry.installation.and_then(|i| self.installation_mut(i)) {
-            inst.stop_process(&entry.view.uid, now, log);
+            inst.stop_process(&entry.view.uid, how, now, log);
         }
     }
 
@@ -410,6 +418,24 @@ impl World {
             installation,
             process,
         }
+    }
+
+    /// A pod by its own address, `{pod}.{service}.{namespace}.svc` through a headless
+    /// Service: the Service must select it and its server must be up.
+    pub fn resolve_pod(&self, namespace: &str, service: &str, pod: &str) -> Resolution {
+        let Some(mut pods) = self.selected_pods(namespace, service) else {
+            return Resolution::NoService;
+        };
+        pods.find(|e| e.view.name == pod)
+            .and_then(|e| {
+                let index = e.installation?;
+                let process = self.installations.get(index)?.processes.get(&e.view.uid)?;
+                process.is_running().then(|| Resolution::Endpoint {
+                    installation: index,
+                    process: e.view.uid.clone(),
+                })
+            })
+            .unwrap_or(Resolution::NoEndpoints)
     }
 
     pub fn pod_status(&self, namespace: &str, name: &str) -> Option<PodRuntimeStatus> {

@@ -170,6 +170,58 @@ fn migration_aborts_beside_running_nodes_since_2023_2_9755() {
     );
 }
 
+fn aborted_migrations(w: &World) -> Vec<Vec<String>> {
+    w.log
+        .all()
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::SchemaMigrationAborted { running_nodes, .. } => Some(running_nodes.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn cleanly_stopped_nodes_do_not_block_the_migration() {
+    let mut w = world();
+    let now = cluster(&mut w, &["octo-0", "octo-1"], "2024.1.100");
+    w.delete_pod("ns", "octo-0", t(now));
+    w.delete_pod("ns", "octo-1", t(now));
+    w.apply_pod(pod("octo-0", "2024.2.50"), t(now));
+    w.advance(t(now + 4));
+    assert!(aborted_migrations(&w).is_empty());
+    assert_eq!(phase(&w, "octo-0"), "Running");
+    assert_eq!(inst(&w).schema.map(|s| s.line), Some((2024, 2)));
+}
+
+#[test]
+fn a_killed_node_blocks_the_migration_until_its_heartbeat_ages_out() {
+    let mut w = world();
+    let now = cluster(&mut w, &["octo-0", "octo-1"], "2024.1.100");
+    // octo-1 is killed (grace 0): no process runs, but its row still looks alive.
+    w.stop_pod("ns", "octo-1", Shutdown::Killed, t(now));
+    w.delete_pod("ns", "octo-0", t(now));
+    assert!(inst(&w).processes.is_empty(), "no server process is left");
+    w.apply_pod(pod("octo-0", "2024.2.50"), t(now));
+    w.advance(t(now + 1));
+    assert_eq!(aborted_migrations(&w), vec![vec!["octo-1".to_string()]]);
+    assert_eq!(phase(&w, "octo-0"), "CrashLoopBackOff");
+    let status = w.pod_status("ns", "octo-0").expect("status");
+    let message = status
+        .last_termination
+        .map(|t| t.message)
+        .unwrap_or_default();
+    assert!(message.contains("octo-1"), "{message}");
+    // Still within offline_after (60 s): every retry aborts, the schema is untouched.
+    w.advance(t(now + 50));
+    assert_eq!(inst(&w).schema.map(|s| s.line), Some((2024, 1)));
+    assert!(aborted_migrations(&w).len() >= 2);
+    // Once octo-1 has not been seen for offline_after, the next retry migrates.
+    w.advance(t(now + 61 + 8 + 1 + 2));
+    assert_eq!(phase(&w, "octo-0"), "Running");
+    assert_eq!(inst(&w).schema.map(|s| s.line), Some((2024, 2)));
+}
+
 #[test]
 fn older_releases_migrate_anyway_and_the_violation_is_recorded() {
     let mut w = world();
@@ -334,7 +386,15 @@ fn stopped_nodes_stay_in_the_node_table_and_go_offline_after_a_while() {
 
 fn queue_health(w: &mut World, now: i64, role: Role) -> Result<u64, Refusal> {
     let (i, log) = w.installation_mut(0).expect("installation");
-    i.create_task("Health", None, serde_json::Map::new(), role, t(now), log)
+    i.create_task(
+        "Health",
+        None,
+        serde_json::Map::new(),
+        None,
+        role,
+        t(now),
+        log,
+    )
 }
 
 fn task_state(w: &World, n: u64) -> (TaskState, Option<String>) {
@@ -442,6 +502,7 @@ fn unknown_task_names_are_refused() {
         "Deploy",
         None,
         serde_json::Map::new(),
+        None,
         Role::Administrator,
         t(now),
         log,
