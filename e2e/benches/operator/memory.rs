@@ -108,6 +108,11 @@ impl OperatorProcess {
             .arg(format!("127.0.0.1:{port}"))
             .arg("--api-url-template")
             .arg(format!("{}/{{namespace}}/{{name}}", twin.base_url()))
+            .arg("--node-url-template")
+            .arg(format!(
+                "{}/{{namespace}}/{{service}}/{{pod}}",
+                twin.base_url()
+            ))
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
