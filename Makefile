@@ -1,13 +1,15 @@
 # Entry points for people and CI. The control plane (etcd, kube-apiserver,
-# kube-controller-manager) is built from source once per Kubernetes pin and cached in
-# ~/.cache/octopus-operator (override: OCTOPUS_OPERATOR_CACHE); see e2e/controlplane/.
+# kube-controller-manager) and the real node (kubelet, kube-scheduler, kube-proxy,
+# CoreDNS, CNI plugins, pause and busybox images) are built from source once per pin and
+# cached in ~/.cache/octopus-operator (override: OCTOPUS_OPERATOR_CACHE); see
+# e2e/controlplane/. OCTOPUS_OPERATOR_NODE=1 adds the real node to the control plane.
 SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
 CONTROLPLANE := e2e/controlplane
 TOOLS := e2e/tools
 
-.PHONY: render-charts build crds test e2e cluster-up cluster-down tools demo bench lint helm
+.PHONY: render-charts build crds test e2e cluster-up cluster-down node-test tools demo bench lint helm
 
 ## build: compile every crate, tests included
 build:
@@ -36,9 +38,15 @@ cluster-up:
 	$(CONTROLPLANE)/build.sh
 	$(CONTROLPLANE)/up.sh
 
-## cluster-down: stop the control plane and remove its state
+## cluster-down: stop the control plane (and its node) and give the host back
 cluster-down:
 	$(CONTROLPLANE)/down.sh
+
+## node-test: the control plane with its real node, and the node's smoke scenario
+node-test: tools
+	$(CONTROLPLANE)/build.sh
+	OCTOPUS_OPERATOR_NODE=1 $(CONTROLPLANE)/up.sh
+	OCTOPUS_OPERATOR_NODE=1 $(CARGO) test -p octopus-e2e --test node
 
 ## tools: a kubectl matching the control plane (the harness prefers it) and helm
 tools:

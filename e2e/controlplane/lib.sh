@@ -10,6 +10,8 @@
 # Env: OCTOPUS_OPERATOR_CACHE    cache root (default ~/.cache/octopus-operator)
 #      OCTOPUS_OPERATOR_CLUSTER  control plane name (default "default")
 #      OCTOPUS_OPERATOR_RUN_DIR  run directory (default <cache>/run/<name>)
+#      OCTOPUS_OPERATOR_NODE     1/0: up.sh adds a real node (node.sh) or not; unset:
+#                                a node when running as root
 
 # shellcheck source=versions.env
 source "$(dirname "${BASH_SOURCE[0]}")/versions.env"
@@ -84,9 +86,11 @@ stop_pid() {
   done
 }
 
-# stop_all: stops every process of this run directory, recorded or orphaned.
+# stop_all: stops every process of this run directory, recorded or orphaned: the node's
+# (node.sh) first, its network last.
 stop_all() {
   local c pid
+  node_stop
   for c in "${components[@]}"; do
     for pid in $( (pid_of "$c" || true; orphans "$c") | sort -u); do
       log "stopping $c (pid $pid)"
@@ -94,4 +98,8 @@ stop_all() {
     done
     rm -f "$run/$c.pid"
   done
+  node_down
 }
+
+# shellcheck source=node.sh
+source "$(dirname "${BASH_SOURCE[0]}")/node.sh"

@@ -3,10 +3,17 @@
 # Starts a real Kubernetes control plane on 127.0.0.1 without Docker: etcd,
 # kube-apiserver (RBAC, ServiceAccount admission, service-account signing keys) and
 # kube-controller-manager (all default controllers: StatefulSets and Jobs create Pods,
-# the garbage collector follows owner references, service accounts get tokens). No
-# kubelet and no scheduler run: Pods stay Pending with an empty nodeName. The
-# `kubernetes` Service gets no endpoints (the endpoint reconciler refuses loopback
-# addresses, and nothing runs inside the cluster to use them).
+# the garbage collector follows owner references, service accounts get tokens). Services
+# get addresses from 198.19.0.0/24 (the `kubernetes` Service is 198.19.0.1).
+#
+# Without a node (the default), no kubelet and no scheduler run: Pods stay Pending with
+# an empty nodeName, and the `kubernetes` Service gets no endpoints (the endpoint
+# reconciler refuses loopback addresses). With OCTOPUS_OPERATOR_NODE=1 a real node joins
+# (node.sh): the API server then binds and advertises the host's end of the node's veth
+# (198.18.N.1) instead of 127.0.0.1, so pods reach it through the `kubernetes` Service;
+# kube-scheduler, kubelet, containerd, kube-proxy and CoreDNS run, and the node is tainted
+# octopus-operator.dev/real-node=true:NoSchedule so that only pods tolerating it land
+# there (the twin keeps playing kubelet for the others).
 #
 # Idempotent: a healthy control plane in the run directory is reused; anything else there
 # (stale pids, half-started processes, old ports) is stopped and replaced by a fresh one
@@ -32,7 +39,7 @@ elapsed() { echo "$((($(date +%s%N) - started) / 1000000)) ms"; }
 # curl as the cluster admin against the API server.
 api() {
   curl --silent --fail --max-time 2 --cacert "$pki/ca.crt" --cert "$pki/admin.crt" \
-    --key "$pki/admin.key" "https://127.0.0.1:$APISERVER_PORT$1"
+    --key "$pki/admin.key" "https://$APISERVER_HOST:$APISERVER_PORT$1"
 }
 
 # healthy: every process recorded, ours, the pinned version, and answering.
@@ -44,17 +51,24 @@ healthy() {
   local c
   for c in "${components[@]}"; do pid_of "$c" >/dev/null || return 1; done
   [[ $(api /readyz) == ok ]] || return 1
+  if [[ ${STATE_NODE:-0} == 1 ]]; then
+    node_load || return 1
+    for c in containerd kubelet kube-scheduler kube-proxy coredns; do pid_of "$c" >/dev/null || return 1; done
+    node_ready || return 1
+  elif node_wanted; then
+    return 1
+  fi
   curl --silent --fail --max-time 2 --insecure "https://127.0.0.1:$KCM_PORT/healthz" >/dev/null
 }
 
 take_lock
 if healthy; then
-  log "control plane $K8S_VERSION already running in $run (apiserver 127.0.0.1:$APISERVER_PORT)"
+  log "control plane $K8S_VERSION already running in $run (apiserver $APISERVER_HOST:$APISERVER_PORT)"
   echo "$kubeconfig"
   exit 0
 fi
 
-if [[ ! -x "$bin/kube-apiserver" || ! -x "$bin/kube-controller-manager" || ! -x "$bin/etcd" ]]; then
+if ! "$here/build.sh" --check; then
   log "binaries for $K8S_VERSION are missing; building them (long on a cold cache)"
   "$here/build.sh" >&2
 fi
@@ -71,7 +85,7 @@ failed() {
   ((rc != 0)) || return 0
   log "start failed (exit $rc); stopping what was started. Last log lines:"
   local c
-  for c in "${components[@]}"; do
+  for c in "${components[@]}" "${node_components[@]}"; do
     [[ -f "$run/logs/$c.log" ]] && { echo "--- $c ($run/logs/$c.log)"; tail -n 15 "$run/logs/$c.log"; } >&2
   done
   stop_all
@@ -100,6 +114,13 @@ port OCTOPUS_OPERATOR_ETCD_PEER_PORT
 port OCTOPUS_OPERATOR_APISERVER_PORT
 port OCTOPUS_OPERATOR_KCM_PORT
 
+APISERVER_HOST=127.0.0.1
+STATE_NODE=0
+if node_wanted; then
+  node_net_up # sets APISERVER_HOST
+  STATE_NODE=1
+fi
+
 # --- certificates: one CA signs the serving cert and the client certs (EC P-256: instant).
 newkey() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$pki/$1.key" 2>/dev/null; }
 # sign NAME SUBJECT EXTENSIONS...: a leaf certificate for $pki/NAME.key, signed by the CA.
@@ -118,9 +139,16 @@ openssl req -x509 -new -key "$pki/ca.key" -subj "/CN=octopus-operator-e2e-ca" -d
   -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" \
   -out "$pki/ca.crt"
 sign apiserver "/CN=kube-apiserver" "extendedKeyUsage=serverAuth" \
-  "subjectAltName=IP:127.0.0.1,DNS:localhost,IP:10.0.0.1,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+  "subjectAltName=IP:127.0.0.1,IP:$APISERVER_HOST,DNS:localhost,IP:$service_ip,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
 sign admin "/O=system:masters/CN=octopus-operator-e2e-admin" "extendedKeyUsage=clientAuth"
 sign controller-manager "/CN=system:kube-controller-manager" "extendedKeyUsage=clientAuth"
+if ((STATE_NODE)); then
+  sign kubelet "/O=system:nodes/CN=system:node:$node_name" "extendedKeyUsage=clientAuth"
+  sign kube-scheduler "/CN=system:kube-scheduler" "extendedKeyUsage=clientAuth"
+  sign kube-proxy "/CN=system:kube-proxy" "extendedKeyUsage=clientAuth"
+  sign coredns "/CN=octopus-operator:coredns" "extendedKeyUsage=clientAuth"
+  sign apiserver-kubelet-client "/CN=kube-apiserver-kubelet-client" "extendedKeyUsage=clientAuth"
+fi
 newkey sa # service-account token signing key
 openssl pkey -in "$pki/sa.key" -pubout -out "$pki/sa.pub"
 chmod 600 "$pki"/*.key
@@ -134,7 +162,7 @@ kind: Config
 clusters:
 - name: octopus-e2e
   cluster:
-    server: https://127.0.0.1:$APISERVER_PORT
+    server: https://$APISERVER_HOST:$APISERVER_PORT
     certificate-authority-data: $("${b64[@]}" <"$pki/ca.crt")
 users:
 - name: $2
@@ -153,6 +181,9 @@ KUBECONFIG
   mv "$1.tmp" "$1"
 }
 write_kubeconfig "$run/controller-manager.kubeconfig" controller-manager
+if ((STATE_NODE)); then
+  for c in kubelet kube-scheduler kube-proxy coredns; do write_kubeconfig "$run/$c.kubeconfig" "$c"; done
+fi
 log "certificates ready ($(elapsed))"
 
 # start COMPONENT ARGS...: runs the binary detached (own session, no inherited lock fd).
@@ -168,7 +199,7 @@ wait_for() {
   shift 2
   for ((i = 0; i < secs * 10; i++)); do
     "$@" >/dev/null 2>&1 && return 0
-    for c in "${components[@]}"; do
+    for c in "${components[@]}" "${node_components[@]}"; do
       [[ -f "$run/$c.pid" ]] && ! pid_of "$c" >/dev/null && die "$c exited while waiting for $what"
     done
     sleep 0.1
@@ -184,17 +215,26 @@ start etcd --name=octopus-e2e --data-dir="$run/etcd" \
 wait_for "etcd /health" 30 curl --silent --fail --max-time 2 "http://127.0.0.1:$ETCD_PORT/health"
 log "etcd ready on 127.0.0.1:$ETCD_PORT ($(elapsed))"
 
+# With a node, the API server's own endpoint reconciler keeps the `kubernetes` Service
+# pointing at the address it binds; without one that address is loopback, which the
+# reconciler refuses, so it is off.
+apiserver_node_args=(--endpoint-reconciler-type=none --authorization-mode=RBAC)
+if ((STATE_NODE)); then
+  apiserver_node_args=(--endpoint-reconciler-type=lease "--authorization-mode=Node,RBAC"
+    --kubelet-preferred-address-types=InternalIP
+    --kubelet-client-certificate="$pki/apiserver-kubelet-client.crt" --kubelet-client-key="$pki/apiserver-kubelet-client.key")
+fi
 start kube-apiserver --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
-  --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$APISERVER_PORT" \
+  --bind-address="$APISERVER_HOST" --advertise-address="$APISERVER_HOST" --secure-port="$APISERVER_PORT" \
   --cert-dir="$run/apiserver" --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
   --client-ca-file="$pki/ca.crt" \
-  --authorization-mode=RBAC --enable-admission-plugins=ServiceAccount \
+  --enable-admission-plugins=ServiceAccount \
   --service-account-issuer=https://kubernetes.default.svc.cluster.local \
   --service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key" \
-  --service-cluster-ip-range=10.0.0.0/24 --allow-privileged=true --profiling=false \
-  --endpoint-reconciler-type=none
+  --service-cluster-ip-range="$service_cidr" --allow-privileged=true --profiling=false \
+  "${apiserver_node_args[@]}"
 wait_for "kube-apiserver /readyz" 120 api /readyz
-log "kube-apiserver ready on 127.0.0.1:$APISERVER_PORT ($(elapsed))"
+log "kube-apiserver ready on $APISERVER_HOST:$APISERVER_PORT ($(elapsed))"
 
 # No --authentication/authorization-kubeconfig: its own HTTPS port only needs /healthz,
 # which is always allowed.
@@ -212,12 +252,18 @@ wait_for "the default ServiceAccount" 60 api /api/v1/namespaces/default/servicea
 log "kube-controller-manager ready on 127.0.0.1:$KCM_PORT ($(elapsed))"
 
 write_kubeconfig "$kubeconfig" admin
+if ((STATE_NODE)); then
+  coredns_rbac
+  node_up
+fi
 cat >"$run/state.env" <<STATE
 STATE_K8S_VERSION=$K8S_VERSION
 ETCD_PORT=$ETCD_PORT
 ETCD_PEER_PORT=$ETCD_PEER_PORT
 APISERVER_PORT=$APISERVER_PORT
 KCM_PORT=$KCM_PORT
+APISERVER_HOST=$APISERVER_HOST
+STATE_NODE=$STATE_NODE
 STATE
 trap - EXIT
 log "control plane $K8S_VERSION up in $(elapsed); logs in $run/logs; kubeconfig:"

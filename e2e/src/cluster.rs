@@ -1,5 +1,6 @@
 //! The real control plane the scenarios run against: etcd, kube-apiserver and
-//! kube-controller-manager started by `e2e/controlplane/up.sh` (no kubelet, no scheduler).
+//! kube-controller-manager started by `e2e/controlplane/up.sh`, with (as root) one real
+//! node tainted so that only pods tolerating it are scheduled (e2e/tests/node.rs).
 //!
 //! [`TestCluster::shared`] reuses a running control plane or starts one, and hands out
 //! kube clients, throwaway namespaces and kubectl bound to its admin kubeconfig. It owns

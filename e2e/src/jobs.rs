@@ -1,7 +1,8 @@
-//! Plays kubelet for backup Job pods of one namespace (no kubelet runs here): each pod of a
-//! backup Job "runs" for a moment and then succeeds, or fails while failure is switched
-//! on. Records when each backup finished, so scenarios can check that the backup came
-//! before any Octopus node stopped.
+//! Plays kubelet for backup Job pods of one namespace (the real node, if any, does not
+//! take them: they do not tolerate its taint): each pod of a backup Job "runs" for a
+//! moment and then succeeds, or fails while failure is switched on. Records when each
+//! backup finished, so scenarios can check that the backup came before any Octopus node
+//! stopped.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

@@ -11,13 +11,14 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use octopus_operator::api::OctopusCluster;
 use octopus_operator::controller::{self, metrics::Metrics};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
-use crate::cluster::{TestCluster, TestNamespace};
+use crate::cluster::{TestCluster, TestNamespace, wait_until};
 use crate::jobs::JobRunner;
 use crate::twin::{Twin, TwinConfig, TwinHandle};
 
@@ -52,15 +53,25 @@ pub async fn install_crd(cluster: &TestCluster) -> Result<()> {
         ])
         .await?
         .ok()?;
-    cluster
-        .kubectl([
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/octopusclusters.octopusoperator.dev",
-        ])
-        .await?
-        .ok()?;
+    // Polled rather than `kubectl wait`: that fails at once on a CRD whose status has no
+    // conditions yet (a fresh control plane, the CRD created a moment ago).
+    let crds: Api<CustomResourceDefinition> = Api::all(cluster.client());
+    wait_until(
+        "the OctopusCluster CRD to be Established",
+        Duration::from_secs(60),
+        || async {
+            let crd = crds.get_opt("octopusclusters.octopusoperator.dev").await?;
+            let established = crd
+                .and_then(|c| c.status)
+                .and_then(|s| s.conditions)
+                .is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                });
+            Ok(established.then_some(()))
+        },
+    )
+    .await?;
     Ok(())
 }
 

@@ -588,6 +588,7 @@ fn rendered_deployment_is_hardened_probed_and_configured_from_values() -> Result
             "--log-format=json",
             "--poll-interval=5s",
             "--api-url-template=http://{name}.{namespace}.svc:8080",
+            "--node-url-template=http://{pod}.{service}.{namespace}.svc:8080",
             "--leader-elect=true",
             "--leader-election-lease-name=octopus-operator",
             "--lease-duration=15s",
@@ -635,6 +636,7 @@ fn rendered_deployment_is_hardened_probed_and_configured_from_values() -> Result
             "logLevel=debug",
             "pollInterval=2s",
             "apiUrlTemplate=https://{name}.example.com",
+            "nodeUrlTemplate=https://{pod}.{service}.{namespace}.svc:8443",
             "metrics.port=9090",
             "image.repository=registry.example.com/octopus-operator",
             "image.tag=0.2.0",
@@ -658,6 +660,7 @@ fn rendered_deployment_is_hardened_probed_and_configured_from_values() -> Result
             "--log-format=text",
             "--poll-interval=2s",
             "--api-url-template=https://{name}.example.com",
+            "--node-url-template=https://{pod}.{service}.{namespace}.svc:8443",
             "--namespace=octopus",
             "--leader-elect=true",
             "--leader-election-lease-name=octopus-operator",
@@ -806,7 +809,8 @@ async fn install_yaml_applies_server_side_and_grants_the_operator_its_rights() -
 
     // The ReplicaSet controller creates the operator Pod, so it passed Pod Security
     // `restricted` (enforced on the namespace) and the ServiceAccount admission. It stays
-    // Pending: this control plane has no scheduler or kubelet.
+    // Pending: it does not tolerate the real node's taint (and without a node nothing
+    // schedules it).
     let selector = deployment
         .spec
         .selector

@@ -140,7 +140,21 @@ async fn twin_makes_statefulset_pods_ready_and_lists_them() -> anyhow::Result<()
         .collect();
     names.sort();
     ensure!(names == ["octo-0", "octo-1"], "summary lists {names:?}");
-    ensure!(summary["Nodes"][0]["Version"] == "2024.1.100");
+    // As the real server: the summary names no node's version; each node tells its own.
+    ensure!(
+        summary["Nodes"][0].get("Version").is_none(),
+        "the summary must not carry a per-node Version: {summary}"
+    );
+    for pod in ["octo-0", "octo-1"] {
+        let root: Value = http
+            .get(format!("{}/api", twin.node_url(ns.name(), "octo", pod)))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        ensure!(root["Version"] == "2024.1.100", "{pod} answers {root}");
+    }
 
     // A pod whose Secret is missing stays waiting with CreateContainerConfigError.
     let broken: Pod = serde_json::from_value(json!({

@@ -6,7 +6,9 @@
 //! `envFrom`, field references — and leaves the pod waiting with
 //! CreateContainerConfigError when a referenced Secret or key is missing. No scheduler
 //! runs: spec.nodeName stays empty. A pod that disappears or gets a deletionTimestamp
-//! stops its node process. Watch restarts relist and reconcile idempotently.
+//! stops its node process. Watch restarts relist and reconcile idempotently. A pod bound
+//! to a node (spec.nodeName set, by the scheduler onto the real node of
+//! e2e/controlplane/node.sh) belongs to that node's kubelet and is left alone.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
@@ -202,10 +204,17 @@ impl Kubelet {
         self.known.insert((ns, name), Known { pod, view });
     }
 
+    /// The container this kubelet plays: the Octopus one of a pod no real node runs.
     fn octopus_container(&self, pod: &Pod) -> Option<Container> {
-        pod.spec
-            .as_ref()?
-            .containers
+        let spec = pod.spec.as_ref()?;
+        if spec
+            .node_name
+            .as_deref()
+            .is_some_and(|node| !node.is_empty())
+        {
+            return None;
+        }
+        spec.containers
             .iter()
             .find(|c| {
                 c.image
