@@ -38,7 +38,7 @@ use kube::{
     api::{ListParams, PostParams},
     core::{ApiResource, DynamicObject, GroupVersionKind},
 };
-use octopus_e2e::cluster::{TestCluster, wait_until};
+use octopus_e2e::cluster::{TestCluster, pin, wait_until};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -62,15 +62,6 @@ fn repo_root() -> PathBuf {
 
 fn chart_dir() -> PathBuf {
     repo_root().join("charts/octopus-operator")
-}
-
-/// A pin from e2e/controlplane/versions.env.
-fn pin(key: &str) -> Option<&'static str> {
-    include_str!("../controlplane/versions.env")
-        .lines()
-        .filter_map(|line| line.split_once('='))
-        .find(|(k, _)| k.trim() == key)
-        .map(|(_, v)| v.trim())
 }
 
 /// env `HELM`, else the helm e2e/tools/install-helm.sh installs; an error (never a skip)
