@@ -204,17 +204,9 @@ prop_compose! {
 /// Every desired node other than `except` is ready, running and serving in Octopus.
 pub fn others_serving(o: &Observed, except: &str) -> Result<(), TestCaseError> {
     let state = o.octopus.state();
-    // The nodes the cluster runs: while an upgrade runs the StatefulSet keeps the replicas
-    // it started with, so a scale-up asked for mid-roll has no node out yet (as the
-    // OtherNodesServing predicate counts them).
-    let desired = o
-        .status
-        .upgrade
-        .as_ref()
-        .filter(|u| u.finished_at.is_none())
-        .and_then(|u| u.replicas)
-        .unwrap_or(o.spec.replicas);
-    for ordinal in 0..u32::try_from(desired).unwrap_or(0) {
+    // Over the nodes the cluster runs, as OtherNodesServing counts them: a scale-up asked
+    // for mid-roll has no node out yet.
+    for ordinal in 0..o.running_replicas() {
         let name = pod_name(ordinal);
         if name == except {
             continue;
