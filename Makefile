@@ -9,11 +9,22 @@ CARGO ?= cargo
 CONTROLPLANE := e2e/controlplane
 TOOLS := e2e/tools
 
-.PHONY: render-charts build crds test e2e cluster-up cluster-down node-test tools demo bench lint helm
+.PHONY: render-charts build crds test e2e cluster-up cluster-down node-test tools demo bench lint helm image argocd-health
 
 ## build: compile every crate, tests included
 build:
 	$(CARGO) build --workspace --all-targets
+
+## image: the operator image, built without a container daemon or registry: a static (musl)
+## release binary and a CA bundle in an OCI archive, target/image/octopus-operator-<version>.tar,
+## reproducible from the last commit (prints its digest). Load it with
+## `ctr -n k8s.io images import FILE` or `docker load -i FILE` (see operator/image/README.md)
+image:
+	operator/image/build.sh
+
+## argocd-health: run the Argo CD health check's test cases with Argo CD's own Lua code
+argocd-health:
+	$$(e2e/argocd-health/build.sh) charts/octopus-operator/argocd/octopusoperator.dev/OctopusCluster
 
 ## crds: regenerate crds/ from the Rust types
 crds:
@@ -71,7 +82,7 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	@if command -v shellcheck >/dev/null; then \
-	  shellcheck -x $(CONTROLPLANE)/*.sh $(TOOLS)/*.sh .ci/run && echo "shellcheck: clean"; \
+	  shellcheck -x $(CONTROLPLANE)/*.sh $(TOOLS)/*.sh operator/image/*.sh e2e/argocd-health/*.sh .ci/run && echo "shellcheck: clean"; \
 	else echo "shellcheck not installed: skipped"; fi
 
 ## helm: install helm and lint the charts in charts/

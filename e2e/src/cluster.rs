@@ -39,8 +39,9 @@ pub const KUBECTL_ENV: &str = "KUBECTL";
 /// Label put on every namespace the harness creates, so leftovers are easy to find.
 pub const NAMESPACE_LABEL: &str = "octopusoperator.dev/e2e";
 
-/// A pin from `e2e/controlplane/versions.env` (`KEY=value` lines), compiled in.
-fn pin(key: &str) -> Option<&'static str> {
+/// A pin from `e2e/controlplane/versions.env` (`KEY=value` lines), compiled in: the
+/// Kubernetes version and the tool layers (kubectl, helm) the harness expects.
+pub fn pin(key: &str) -> Option<&'static str> {
     include_str!("../controlplane/versions.env")
         .lines()
         .filter_map(|line| line.split_once('='))

@@ -4,5 +4,6 @@
 pub mod cluster;
 pub mod jobs;
 pub mod operator_process;
+pub mod process;
 pub mod scenario;
 pub mod twin;

@@ -87,6 +87,11 @@ impl OperatorProcess {
                 "--api-url-template={}/{{namespace}}/{{name}}",
                 s.twin.base_url()
             ))
+            // Each node's own address, as the in-process operator of the scenario has it.
+            .arg(format!(
+                "--node-url-template={}/{{namespace}}/{{service}}/{{pod}}",
+                s.twin.base_url()
+            ))
             .args(extra)
             .env("KUBECONFIG", s.cluster.kubeconfig())
             .env("RUST_LOG", "info")

@@ -38,7 +38,7 @@ use kube::{
     api::{ListParams, PostParams},
     core::{ApiResource, DynamicObject, GroupVersionKind},
 };
-use octopus_e2e::cluster::{TestCluster, wait_until};
+use octopus_e2e::cluster::{TestCluster, pin, wait_until};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -47,6 +47,11 @@ const INSTALL_NAMESPACE: &str = "octopus-operator";
 const INSTALL_NAME: &str = "octopus-operator";
 const CRD_NAME: &str = "octopusclusters.octopusoperator.dev";
 const WAIT: Duration = Duration::from_secs(60);
+
+/// Held by the tests that install or discover cluster-wide APIs (kubectl apply, helm
+/// install, the CRD upgrade): a CRD appearing or going away while helm discovers the API
+/// makes its discovery fail on the half-served group.
+static API_CHANGES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -57,15 +62,6 @@ fn repo_root() -> PathBuf {
 
 fn chart_dir() -> PathBuf {
     repo_root().join("charts/octopus-operator")
-}
-
-/// A pin from e2e/controlplane/versions.env.
-fn pin(key: &str) -> Option<&'static str> {
-    include_str!("../controlplane/versions.env")
-        .lines()
-        .filter_map(|line| line.split_once('='))
-        .find(|(k, _)| k.trim() == key)
-        .map(|(_, v)| v.trim())
 }
 
 /// env `HELM`, else the helm e2e/tools/install-helm.sh installs; an error (never a skip)
@@ -343,7 +339,12 @@ fn chart_lints_strictly_with_default_and_optional_values() -> Result<()> {
     let chart = chart_dir();
     for set in [
         vec![],
-        vec!["watchNamespace=octopus", "serviceMonitor.enabled=true"],
+        vec![
+            "watchNamespace=octopus",
+            "serviceMonitor.enabled=true",
+            "prometheusRule.enabled=true",
+            "grafanaDashboard.enabled=true",
+        ],
         vec![
             "rbac.create=false",
             "serviceAccount.create=false",
@@ -750,6 +751,7 @@ async fn assert_can_i(cluster: &TestCluster, user: &str, cases: &[(bool, &[&str]
 
 #[tokio::test]
 async fn install_yaml_applies_server_side_and_grants_the_operator_its_rights() -> Result<()> {
+    let _serial = API_CHANGES.lock().await;
     let cluster = TestCluster::shared().await?;
     let install = repo_root().join("charts/install.yaml");
     // --force-conflicts: the control plane is shared, and other scenarios may have applied
@@ -957,6 +959,7 @@ async fn install_yaml_applies_server_side_and_grants_the_operator_its_rights() -
 
 #[tokio::test]
 async fn helm_install_with_watch_namespace_confines_the_operator_to_it() -> Result<()> {
+    let _serial = API_CHANGES.lock().await;
     let cluster = TestCluster::shared().await?;
     let operator_ns = cluster.namespace("chart-operator").await?;
     let watched_ns = cluster.namespace("chart-watched").await?;
@@ -1022,4 +1025,452 @@ async fn helm_install_with_watch_namespace_confines_the_operator_to_it() -> Resu
     result?;
     uninstall.context("helm uninstall")?;
     Ok(())
+}
+
+#[test]
+fn values_schema_refuses_bad_values_at_helm_template() -> Result<()> {
+    // Each bad value fails rendering with a message that names it.
+    for (set, names) in [
+        ("logFormat=yaml", "/logFormat"),
+        ("pollInterval=soon", "/pollInterval"),
+        ("pollInterval=5", "/pollInterval"),
+        ("metrics.port=-1", "/metrics/port"),
+        ("metrics.port=70000", "/metrics/port"),
+        ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
+        (
+            "prometheusRule.blockedFor=forever",
+            "/prometheusRule/blockedFor",
+        ),
+        ("apiUrlTemplate=octopus:8080", "/apiUrlTemplate"),
+        // A typo is refused rather than silently ignored.
+        ("logformat=text", "logformat"),
+    ] {
+        match render("octopus-operator", "octopus-operator", &[set]) {
+            Ok(_) => bail!("helm template --set {set} rendered; the schema must refuse it"),
+            Err(e) => {
+                let message = format!("{e:#}");
+                assert!(
+                    message.contains("values don't meet the specifications of the schema")
+                        && message.contains(names),
+                    "--set {set}: {message}"
+                );
+            }
+        }
+    }
+    // Good values still render.
+    render(
+        "octopus-operator",
+        "octopus-operator",
+        &[
+            "logFormat=text",
+            "pollInterval=1m30s",
+            "metrics.port=9090",
+            "prometheusRule.enabled=true",
+            "prometheusRule.blockedFor=2h",
+        ],
+    )?;
+    Ok(())
+}
+
+/// Series the operator exports, as agreed with the metrics code (keep in step with
+/// operator/src/controller/metrics.rs): the PrometheusRule and the dashboard may use
+/// only these, plus Prometheus's own `up`.
+const EXPORTED_METRICS: &[&str] = &[
+    "octopus_operator_reconciles_total",
+    "octopus_operator_reconcile_failures_total",
+    "octopus_operator_actions_total",
+    "octopus_operator_cluster_info",
+    "octopus_operator_cluster_phase",
+    "octopus_operator_cluster_condition",
+    "octopus_operator_cluster_blocked",
+    "octopus_operator_upgrade_step",
+    "octopus_operator_upgrade_started_timestamp_seconds",
+    "octopus_operator_last_backup_timestamp_seconds",
+    "octopus_operator_octopus_requests_total",
+    "octopus_operator_leader",
+];
+const EXPORTED_HISTOGRAMS: &[&str] = &[
+    "octopus_operator_reconcile_duration_seconds",
+    "octopus_operator_upgrade_duration_seconds",
+];
+
+fn is_exported(metric: &str) -> bool {
+    metric == "up"
+        || EXPORTED_METRICS.contains(&metric)
+        || EXPORTED_HISTOGRAMS.iter().any(|h| {
+            metric
+                .strip_prefix(h)
+                .is_some_and(|suffix| ["_bucket", "_sum", "_count"].contains(&suffix))
+        })
+}
+
+/// Metric names a PromQL expression selects: identifiers outside strings, label matchers
+/// and ranges that are neither functions, operators, aggregations nor grouping labels.
+fn promql_metrics(expr: &str) -> BTreeSet<String> {
+    const KEYWORDS: &[&str] = &[
+        "sum",
+        "min",
+        "max",
+        "avg",
+        "count",
+        "stddev",
+        "stdvar",
+        "topk",
+        "bottomk",
+        "quantile",
+        "count_values",
+        "group",
+        "and",
+        "or",
+        "unless",
+        "bool",
+        "offset",
+    ];
+    const GROUPING: &[&str] = &[
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+    ];
+    // Strings, label matchers and range selectors say nothing about metric names.
+    let mut plain = String::new();
+    let mut closing = None;
+    for c in expr.chars() {
+        match (closing, c) {
+            (None, '"') => closing = Some('"'),
+            (None, '{') => closing = Some('}'),
+            (None, '[') => closing = Some(']'),
+            (Some(end), c) if c == end => {
+                closing = None;
+                plain.push(' ');
+            }
+            (Some(_), _) => {}
+            (None, c) => plain.push(c),
+        }
+    }
+    let chars: Vec<char> = plain.chars().collect();
+    let mut metrics = BTreeSet::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if !(c.is_ascii_alphabetic() || c == '_' || c == ':') {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < chars.len() && (chars[i].is_ascii_alphanumeric() || "_:".contains(chars[i])) {
+            i += 1;
+        }
+        let word: String = chars[start..i].iter().collect();
+        let next = chars[i..].iter().find(|c| !c.is_whitespace());
+        if GROUPING.contains(&word.as_str()) {
+            // Skip the label list: `by (namespace, name)`.
+            if next == Some(&'(') {
+                while i < chars.len() && chars[i] != ')' {
+                    i += 1;
+                }
+            }
+        } else if next != Some(&'(') && !KEYWORDS.contains(&word.as_str()) {
+            metrics.insert(word);
+        }
+    }
+    metrics
+}
+
+#[test]
+fn promql_metrics_finds_the_selected_series_only() {
+    assert_eq!(
+        promql_metrics(
+            r#"histogram_quantile(0.95, sum by (le, strategy) (rate(a_bucket{x="y(z)"}[$__rate_interval]))) > on (n) group_left (s) b or absent(up{job="j"} == 1)"#
+        ),
+        BTreeSet::from(["a_bucket".to_owned(), "b".to_owned(), "up".to_owned()])
+    );
+}
+
+#[test]
+fn prometheus_rule_is_optional_and_alerts_on_exported_series_only() -> Result<()> {
+    let defaults = documents(&render("octopus-operator", "octopus-operator", &[])?)?;
+    assert!(
+        !defaults
+            .iter()
+            .any(|d| kind_of(d) == "PrometheusRule" || name_of(d).ends_with("-dashboard")),
+        "the PrometheusRule and the dashboard are off by default"
+    );
+    let docs = documents(&render(
+        "octopus-operator",
+        "octopus-operator",
+        &[
+            "prometheusRule.enabled=true",
+            "serviceMonitor.enabled=true",
+            "prometheusRule.upgradeStuckAfterSeconds=3600",
+        ],
+    )?)?;
+    let rule = find(&docs, "PrometheusRule")?;
+    let service = docs
+        .iter()
+        .find(|d| kind_of(d) == "Service")
+        .context("no Service")?;
+    // The ServiceMonitor keeps the series' own namespace label; its job is the Service.
+    let monitor = find(&docs, "ServiceMonitor")?;
+    assert_eq!(monitor["spec"]["endpoints"][0]["honorLabels"], true);
+    let job = format!("job=\"{}\"", name_of(service));
+
+    let mut alerts = BTreeSet::new();
+    for group in rule["spec"]["groups"].as_array().context("no groups")? {
+        for rule in group["rules"].as_array().context("a group without rules")? {
+            let alert = rule["alert"].as_str().context("a rule without alert")?;
+            let expr = rule["expr"].as_str().context("a rule without expr")?;
+            ensure!(
+                ["warning", "critical"]
+                    .contains(&rule["labels"]["severity"].as_str().unwrap_or("")),
+                "{alert}: severity {}",
+                rule["labels"]["severity"]
+            );
+            ensure!(
+                rule["annotations"]["summary"].is_string()
+                    && rule["annotations"]["description"].is_string(),
+                "{alert}: needs a summary and a description"
+            );
+            ensure!(expr.contains(&job), "{alert}: {expr} does not select {job}");
+            let metrics = promql_metrics(expr);
+            ensure!(!metrics.is_empty(), "{alert}: {expr} selects no series");
+            for metric in &metrics {
+                ensure!(
+                    is_exported(metric),
+                    "{alert}: {metric} is not a series the operator exports"
+                );
+            }
+            alerts.insert((alert.to_owned(), expr.to_owned()));
+        }
+    }
+    let names: BTreeSet<_> = alerts.iter().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(
+        names,
+        BTreeSet::from([
+            "OctopusClusterDegraded",
+            "OctopusClusterUpgradeBlocked",
+            "OctopusClusterUpgradeStuck",
+            "OctopusOperatorDown",
+            "OctopusOperatorNoLeader",
+        ])
+    );
+    assert!(
+        alerts
+            .iter()
+            .any(|(a, e)| a == "OctopusClusterUpgradeStuck" && e.ends_with("> 3600")),
+        "upgradeStuckAfterSeconds sets the threshold: {alerts:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn grafana_dashboard_is_optional_and_charts_exported_series_only() -> Result<()> {
+    let docs = documents(&render(
+        "octopus-operator",
+        "octopus-operator",
+        &["grafanaDashboard.enabled=true"],
+    )?)?;
+    let config_map = docs
+        .iter()
+        .find(|d| kind_of(d) == "ConfigMap" && name_of(d) == "octopus-operator-dashboard")
+        .context("no dashboard ConfigMap")?;
+    assert_eq!(config_map["metadata"]["labels"]["grafana_dashboard"], "1");
+    let text = config_map["data"]["octopus-operator.json"]
+        .as_str()
+        .context("no octopus-operator.json in the ConfigMap")?;
+    // The ConfigMap carries the file as it is.
+    assert_eq!(
+        text.trim_end(),
+        std::fs::read_to_string(chart_dir().join("dashboards/octopus-operator.json"))?.trim_end()
+    );
+    let dashboard: Value = serde_json::from_str(text).context("the dashboard is not JSON")?;
+    assert_eq!(dashboard["uid"], "octopus-operator");
+
+    let mut used = BTreeSet::new();
+    let mut ids = BTreeSet::new();
+    let panels = dashboard["panels"].as_array().context("no panels")?;
+    for panel in panels {
+        let title = panel["title"].as_str().context("a panel without title")?;
+        ensure!(
+            ids.insert(panel["id"].as_i64()),
+            "{title}: duplicate panel id"
+        );
+        let grid = &panel["gridPos"];
+        ensure!(
+            grid["x"].as_i64().unwrap_or(99) + grid["w"].as_i64().unwrap_or(99) <= 24,
+            "{title}: wider than the 24-column grid"
+        );
+        ensure!(
+            panel["datasource"]["uid"] == "${datasource}",
+            "{title}: not on the dashboard's data source variable"
+        );
+        let targets = panel["targets"]
+            .as_array()
+            .context("a panel without targets")?;
+        ensure!(!targets.is_empty(), "{title}: no query");
+        for target in targets {
+            let expr = target["expr"].as_str().context("a target without expr")?;
+            let metrics = promql_metrics(expr);
+            ensure!(!metrics.is_empty(), "{title}: {expr} selects no series");
+            for metric in metrics {
+                ensure!(
+                    is_exported(&metric),
+                    "{title}: {metric} is not a series the operator exports"
+                );
+                used.insert(metric);
+            }
+        }
+    }
+    // Template variables: label_values(<series>, <label>).
+    for variable in dashboard["templating"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        if let Some(query) = variable["definition"].as_str() {
+            let series = query
+                .strip_prefix("label_values(")
+                .and_then(|rest| rest.split([',', '{']).next())
+                .with_context(|| format!("unexpected variable query {query}"))?;
+            ensure!(is_exported(series), "variable {query}: {series}");
+        }
+    }
+    // Every per-cluster series and the Octopus API calls are on the dashboard.
+    for metric in EXPORTED_METRICS {
+        assert!(
+            used.contains(*metric),
+            "the dashboard does not show {metric}"
+        );
+    }
+    Ok(())
+}
+
+/// Helm installs `crds/` once and never upgrades it; the chart README says to upgrade the
+/// CRD with `kubectl apply --server-side --force-conflicts -f <the chart's CRD>`. This does
+/// that over a CRD created the way Helm creates it (a plain create by manager "helm") and
+/// checks that the API server then serves the new schema. It runs on a copy of the chart's
+/// CRD in a group of its own, so the OctopusCluster API other tests use is never touched:
+/// the "older" version lacks `spec.tentacles`.
+#[tokio::test]
+async fn crd_upgrade_by_server_side_apply_serves_the_new_schema() -> Result<()> {
+    let _serial = API_CHANGES.lock().await;
+    let cluster = TestCluster::shared().await?;
+    let suffix: String = (0..6)
+        .map(|_| fastrand::alphanumeric().to_ascii_lowercase())
+        .collect();
+    let group = format!("upgrade-{suffix}.octopusoperator.dev");
+    let mut new: Value = serde_yaml::from_str(&std::fs::read_to_string(
+        chart_dir().join("crds/octopusclusters.yaml"),
+    )?)?;
+    new["metadata"] = serde_json::json!({ "name": format!("octopusclusters.{group}") });
+    new["spec"]["group"] = group.clone().into();
+    let names = new["spec"]["names"]
+        .as_object_mut()
+        .context("the CRD has no spec.names")?;
+    names.remove("shortNames");
+    names.remove("categories");
+    let mut old = new.clone();
+    for version in old["spec"]["versions"]
+        .as_array_mut()
+        .context("no versions")?
+    {
+        version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+            .as_object_mut()
+            .context("no spec properties")?
+            .remove("tentacles")
+            .context("the CRD has no spec.tentacles")?;
+    }
+
+    let crds: Api<CustomResourceDefinition> = Api::all(cluster.client());
+    let name = format!("octopusclusters.{group}");
+    crds.create(
+        &PostParams {
+            field_manager: Some("helm".into()),
+            ..PostParams::default()
+        },
+        &serde_json::from_value(old)?,
+    )
+    .await
+    .context("creating the older CRD")?;
+    let result = async {
+        let established = || async {
+            let crd = crds.get(&name).await?;
+            Ok(crd
+                .status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+                .then_some(()))
+        };
+        wait_until("the older CRD to be established", WAIT, established).await?;
+        let namespace = cluster.namespace("crd-upgrade").await?;
+        let object = format!(
+            "apiVersion: {group}/v1alpha1\nkind: OctopusCluster\nmetadata:\n  name: octo\nspec:\n  \
+             version: \"2024.1.100\"\n  database:\n    connectionStringSecretRef: {{name: db, key: c}}\n  \
+             masterKeySecretRef: {{name: o, key: masterKey}}\n  apiKeySecretRef: {{name: o, key: apiKey}}\n  \
+             tentacles:\n    environmentIds: [Environments-1]\n    upgradeTentacles: true\n"
+        );
+        let dry_run_create = || {
+            cluster.kubectl_with_stdin(
+                [
+                    "create",
+                    "--dry-run=server",
+                    "--validate=strict",
+                    "-n",
+                    namespace.name(),
+                    "-f",
+                    "-",
+                ],
+                Some(&object),
+            )
+        };
+        let before = dry_run_create().await?;
+        ensure!(
+            !before.success() && before.stderr.contains("tentacles"),
+            "the older CRD must refuse spec.tentacles: {before:?}"
+        );
+
+        let file = tempfile::NamedTempFile::new()?;
+        std::fs::write(file.path(), serde_yaml::to_string(&new)?)?;
+        let path = file.path().to_string_lossy().into_owned();
+        cluster
+            .kubectl([
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "-f",
+                path.as_str(),
+            ])
+            .await?
+            .ok()?;
+        // The API server switches to the new schema shortly after the update.
+        wait_until("the new schema to be served", WAIT, || async {
+            Ok(dry_run_create().await?.success().then_some(()))
+        })
+        .await?;
+        let crd = crds.get(&name).await?;
+        let managers: Vec<_> = crd
+            .metadata
+            .managed_fields
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| (m.manager.unwrap_or_default(), m.operation.unwrap_or_default()))
+            .collect();
+        ensure!(
+            managers.contains(&("kubectl".to_owned(), "Apply".to_owned())),
+            "kubectl's server-side apply owns the CRD now: {managers:?}"
+        );
+        Ok(())
+    }
+    .await;
+    crds.delete(&name, &Default::default()).await?;
+    // Gone from discovery before the next test that discovers the API runs.
+    wait_until("the test CRD to be deleted", WAIT, || async {
+        Ok(crds.get_opt(&name).await?.is_none().then_some(()))
+    })
+    .await?;
+    result
 }

@@ -1,7 +1,7 @@
-//! `make demo` as a test: runs e2e/demo/demo.sh non-interactively against the shared
-//! control plane (in a namespace of its own) and checks that it finished both upgrades and
-//! left nothing behind: no namespace, no twin, no operator. Fails, never skips, when the
-//! control plane, kubectl, cargo or python3 is missing.
+//! `make demo` as a test: runs e2e/demo/demo.sh (which builds and runs octopus-demo)
+//! non-interactively against the shared control plane (in a namespace of its own) and
+//! checks that it finished both upgrades and left nothing behind: no namespace, no twin,
+//! no operator. Fails, never skips, when the control plane, kubectl or cargo is missing.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -45,7 +45,7 @@ async fn demo_runs_both_upgrades_and_cleans_up() {
         .env("DEMO_NONINTERACTIVE", "1")
         .env("DEMO_STAGE_TIMEOUT", "150")
         .env("KUBECTL", kubectl_binary())
-        // The script builds the operator; the twin is this package's own binary.
+        // The script builds the operator and the demo; the twin is this package's own.
         .env("DEMO_TWIN_BIN", env!("CARGO_BIN_EXE_octopus-twin"))
         .stdin(Stdio::null());
     let output = tokio::task::spawn_blocking(move || command.output())

@@ -11,8 +11,8 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use octopus_e2e::operator_process::{OperatorProcess, sample};
 use octopus_e2e::scenario::{Scenario, must, spec};
-use octopus_e2e::twin::events::min_serving_since;
-use octopus_e2e::twin::{EventKind, GeneratorConfig, Timing, TwinConfig};
+use octopus_e2e::twin::replay::{Mark, Replay};
+use octopus_e2e::twin::{GeneratorConfig, Timing, TwinConfig};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -159,22 +159,16 @@ async fn standby_takes_over_a_patch_roll_when_the_leader_is_killed() {
     assert!(c.status.expect("status").nodes.iter().all(|n| !n.drained));
     tokio::time::sleep(Duration::from_secs(3)).await;
     let events = s.twin.events();
-    let fewest = min_serving_since(&events, since);
+    let replay = Replay::new(&events);
+    let fewest = replay.since(Mark::At(since)).min_serving();
     println!("fewest nodes serving during the roll and the takeover: {fewest} of 3");
     assert!(
         fewest >= 2,
         "fewer than 2 of 3 nodes served at some moment ({fewest})"
     );
-    let replaced = events
-        .iter()
-        .filter(|e| matches!(&e.kind, EventKind::NodeStopped { version, .. } if version == "2024.1.100"))
-        .count();
+    let replaced: usize = replay.stopped_on("2024.1.100").values().sum();
     assert_eq!(replaced, 3, "each node is replaced exactly once");
-    let failed = events
-        .iter()
-        .filter(|e| matches!(&e.kind, EventKind::TaskFailed { .. }))
-        .count();
-    assert_eq!(failed, 0, "a task failed during the roll");
+    assert_eq!(replay.tasks().failed, 0, "a task failed during the roll");
     let (_, after) = b.get("/metrics").await.expect("new leader metrics");
     assert!(sample(&after, "octopus_operator_reconciles_total").unwrap_or(0.0) > 0.0);
     assert_eq!(sample(&after, "octopus_operator_leader "), Some(1.0));

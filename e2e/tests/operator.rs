@@ -2,12 +2,11 @@
 //! Each scenario runs in its own namespace with its own twin and in-process operator.
 //! They fail (never skip) when the control plane cannot be reached.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use jiff::Timestamp;
 use octopus_e2e::scenario::{Scenario, condition, must, spec};
-use octopus_e2e::twin::events::min_serving_since;
+use octopus_e2e::twin::replay::{Mark, Replay};
 use octopus_e2e::twin::{Event, EventKind, Faults, GeneratorConfig, Timing, TwinConfig};
 use serde_json::json;
 
@@ -63,13 +62,13 @@ async fn create_ready(s: &Scenario, spec: serde_json::Value) {
 async fn roll_kept_serving(s: &Scenario, since: Timestamp) -> Vec<Event> {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let events = s.twin.events();
-    let min_serving = min_serving_since(&events, since);
+    let min_serving = Replay::new(&events).since(Mark::At(since)).min_serving();
     assert!(
         min_serving >= 2,
         "fewer than 2 nodes served at some moment ({min_serving})"
     );
     assert_eq!(
-        count(&events, |k| matches!(k, EventKind::TaskFailed { .. })),
+        Replay::new(&events).tasks().failed,
         0,
         "a task failed during the roll"
     );
@@ -77,7 +76,7 @@ async fn roll_kept_serving(s: &Scenario, since: Timestamp) -> Vec<Event> {
 }
 
 fn count<F: Fn(&EventKind) -> bool>(events: &[Event], f: F) -> usize {
-    events.iter().filter(|e| f(&e.kind)).count()
+    Replay::new(events).count(f)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -132,17 +131,9 @@ async fn create_three_nodes_and_reach_ready() {
     }
     // Node 0 created the schema alone: nobody else started before it ran.
     let events = s.twin.events();
-    assert_eq!(
-        count(&events, |k| matches!(k, EventKind::SchemaViolation { .. })),
-        0
-    );
-    assert_eq!(
-        count(&events, |k| matches!(
-            k,
-            EventKind::SchemaMigrationAborted { .. }
-        )),
-        0
-    );
+    let schema = Replay::new(&events).schema();
+    assert_eq!(schema.violations, 0);
+    assert_eq!(schema.aborted, 0);
     must(s.finish().await);
 }
 
@@ -178,23 +169,10 @@ async fn patch_upgrade_rolls_with_tasks_running() {
     assert_eq!(up.change, "patch");
     assert_eq!(up.strategy.as_deref(), Some("rolling"));
     let events = roll_kept_serving(&s, since).await;
-    assert!(
-        count(&events, |k| matches!(k, EventKind::TaskFinished { .. })) > 0,
-        "no task ran"
-    );
-    assert_eq!(
-        count(&events, |k| matches!(k, EventKind::NodeDrained { .. })),
-        3
-    );
-    // Highest ordinal first.
-    let drained: Vec<String> = events
-        .iter()
-        .filter_map(|e| match &e.kind {
-            EventKind::NodeDrained { node } => Some(node.clone()),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(drained, vec!["octo-2", "octo-1", "octo-0"]);
+    let replay = Replay::new(&events);
+    assert!(replay.tasks().finished > 0, "no task ran");
+    // Each node once, highest ordinal first.
+    assert_eq!(replay.drained(), ["octo-2", "octo-1", "octo-0"]);
     // Each node's version came from that node itself, at its own address through the
     // headless Service (the summary has none): every node answered its own GET /api.
     for node in ["octo-0", "octo-1", "octo-2"] {
@@ -256,60 +234,43 @@ async fn minor_upgrade_waits_for_approval_then_stops_the_world() {
     assert_eq!(backup.from_version, "2024.1.100");
     assert!(backup.master_key_secret.is_some());
     let events = s.twin.events();
+    let replay = Replay::new(&events);
     // The backup finished before any node stopped.
     let runs = s.jobs.runs();
     let backed_up = runs.iter().find(|r| r.succeeded).expect("a backup ran").at;
-    let first_stop = events
-        .iter()
-        .find(|e| matches!(e.kind, EventKind::NodeStopped { .. }))
+    let first_stop = replay
+        .first(|k| matches!(k, EventKind::NodeStopped { .. }))
         .expect("nodes stopped")
         .at;
     assert!(
         backed_up < first_stop,
         "backup {backed_up} after first stop {first_stop}"
     );
-    // Maintenance mode was on before the first stop.
-    let maintenance_on = events
+    // Maintenance mode was on before the first stop, and off again.
+    let maintenance = replay.maintenance_mode();
+    let maintenance_on = maintenance
         .iter()
-        .find(|e| matches!(e.kind, EventKind::MaintenanceModeOn))
+        .find(|(_, on)| *on)
         .expect("maintenance mode on")
-        .at;
+        .0;
     assert!(maintenance_on < first_stop);
-    assert!(count(&events, |k| matches!(k, EventKind::MaintenanceModeOff)) >= 1);
+    let maintenance_off = maintenance
+        .iter()
+        .rfind(|(_, on)| !*on)
+        .expect("maintenance off")
+        .0;
     // Never two versions running at once, never a schema violation or aborted migration.
-    let mut running: BTreeMap<String, String> = BTreeMap::new();
-    for e in &events {
-        match &e.kind {
-            EventKind::NodeRunning { node, version, .. } => {
-                running.insert(node.clone(), version.clone());
-            }
-            EventKind::NodeStopped { node, .. } | EventKind::NodeCrashed { node, .. } => {
-                running.remove(node);
-            }
-            _ => {}
-        }
-        let versions: std::collections::BTreeSet<&String> = running.values().collect();
-        assert!(
-            versions.len() <= 1,
-            "mixed versions running at {}: {running:?}",
-            e.at
+    if let Some(mixed) = replay.mixed_versions().first() {
+        panic!(
+            "mixed versions running at {:?}: {:?}",
+            mixed.event.map(|e| e.at),
+            mixed.nodes.running()
         );
     }
-    assert_eq!(
-        count(&events, |k| matches!(k, EventKind::SchemaViolation { .. })),
-        0
-    );
-    assert_eq!(
-        count(&events, |k| matches!(
-            k,
-            EventKind::SchemaMigrationAborted { .. }
-        )),
-        0
-    );
-    assert_eq!(
-        count(&events, |k| matches!(k, EventKind::TaskFailed { .. })),
-        0
-    );
+    let schema = replay.schema();
+    assert_eq!(schema.violations, 0);
+    assert_eq!(schema.aborted, 0);
+    assert_eq!(replay.tasks().failed, 0);
     // The Tentacle follow-up was queued once, after the server upgrade.
     let upgrades: Vec<&Event> = events
         .iter()
@@ -321,11 +282,6 @@ async fn minor_upgrade_waits_for_approval_then_stops_the_world() {
         "Tentacle upgrade tasks queued: {}",
         upgrades.len()
     );
-    let maintenance_off = events
-        .iter()
-        .rfind(|e| matches!(e.kind, EventKind::MaintenanceModeOff))
-        .expect("maintenance off")
-        .at;
     assert!(upgrades[0].at >= maintenance_off);
     must(s.finish().await);
 }
@@ -381,12 +337,9 @@ async fn deleting_mid_upgrade_releases_maintenance_mode() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let events = s.twin.events();
-    let on = events
-        .iter()
-        .position(|e| matches!(e.kind, EventKind::MaintenanceModeOn));
-    let off = events
-        .iter()
-        .rposition(|e| matches!(e.kind, EventKind::MaintenanceModeOff));
+    let maintenance = Replay::new(&events).maintenance_mode();
+    let on = maintenance.iter().position(|(_, on)| *on);
+    let off = maintenance.iter().rposition(|(_, on)| !*on);
     assert!(
         matches!((on, off), (Some(a), Some(b)) if b > a),
         "maintenance mode left on"
@@ -508,10 +461,7 @@ async fn node_failing_after_migration_stops_the_operator() {
             .await,
     );
     let events = s.twin.events();
-    assert_eq!(
-        count(&events, |k| matches!(k, EventKind::SchemaViolation { .. })),
-        0
-    );
+    assert_eq!(Replay::new(&events).schema().violations, 0);
     assert!(count(&events, |k| matches!(k, EventKind::MaintenanceModeOff)) >= 1);
     must(s.finish().await);
 }
@@ -640,14 +590,9 @@ async fn operator_killed_mid_roll_resumes_and_finishes() {
     );
     assert!(c.status.expect("status").nodes.iter().all(|n| !n.drained));
     let events = roll_kept_serving(&s, since).await;
-    // Each node was replaced exactly once.
-    assert_eq!(
-        count(
-            &events,
-            |k| matches!(k, EventKind::NodeStopped { version, .. } if version == "2024.1.100")
-        ),
-        3
-    );
+    // Each node was replaced exactly once: three stops of the old version.
+    let replaced = Replay::new(&events).stopped_on("2024.1.100");
+    assert_eq!(replaced.values().sum::<usize>(), 3, "{replaced:?}");
     must(s.finish().await);
 }
 

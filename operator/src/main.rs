@@ -18,7 +18,7 @@ use tracing_subscriber::EnvFilter;
 #[derive(Debug, Parser)]
 #[command(
     name = "octopus-operator",
-    version,
+    version = version(),
     about = "Runs Octopus Deploy Server HA clusters on Kubernetes and upgrades them safely"
 )]
 struct Cli {
@@ -115,6 +115,18 @@ impl ElectionArgs {
 enum LogFormat {
     Text,
     Json,
+}
+
+/// The crate version, plus the git revision when the build passes one in
+/// `OCTOPUS_OPERATOR_REVISION` (`make image` does). Read here, not in a build script, so a
+/// new revision recompiles only the binary, not the library.
+fn version() -> &'static str {
+    match option_env!("OCTOPUS_OPERATOR_REVISION") {
+        Some(revision) if !revision.is_empty() => {
+            Box::leak(format!("{} ({revision})", env!("CARGO_PKG_VERSION")).into_boxed_str())
+        }
+        _ => env!("CARGO_PKG_VERSION"),
+    }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

@@ -6,7 +6,6 @@
 //!
 //! Progress goes to stderr, the tables to stdout.
 
-mod analysis;
 mod memory;
 mod prom;
 mod report;

@@ -5,7 +5,7 @@
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
@@ -13,12 +13,13 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams, PostParams};
 use octopus_e2e::cluster::{TestCluster, TestNamespace};
+use octopus_e2e::process::Process;
 use octopus_e2e::scenario::{API_KEY, condition, install_crd, spec};
+use octopus_e2e::twin::replay::{self, Replay};
 use octopus_e2e::twin::{GeneratorConfig, Twin, TwinConfig, TwinHandle};
 use octopus_operator::api::OctopusCluster;
 use serde_json::json;
 
-use crate::analysis;
 use crate::prom::Counters;
 use crate::upgrades::{FROM, delete_clusters, timing};
 
@@ -89,7 +90,7 @@ fn operator_binary() -> Result<PathBuf> {
 
 /// The operator process; killed when dropped.
 struct OperatorProcess {
-    child: Child,
+    child: Process,
     metrics_url: String,
     log: PathBuf,
 }
@@ -100,19 +101,25 @@ impl OperatorProcess {
         let log = std::env::temp_dir().join(format!("octopus-bench-operator-{namespace}.log"));
         let log_file =
             std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-        let child = Command::new(binary)
+        let mut command = Command::new(binary);
+        command
             .args(["run", "--namespace", namespace, "--poll-interval", POLL])
             .arg("--metrics-addr")
             .arg(format!("127.0.0.1:{port}"))
             .arg("--api-url-template")
             .arg(format!("{}/{{namespace}}/{{name}}", twin.base_url()))
+            .arg("--node-url-template")
+            .arg(format!(
+                "{}/{{namespace}}/{{service}}/{{pod}}",
+                twin.base_url()
+            ))
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
+            .stderr(log_file);
+        let child =
+            Process::spawn(command).with_context(|| format!("starting {}", binary.display()))?;
         Ok(Self {
             child,
             metrics_url: format!("http://127.0.0.1:{port}"),
@@ -121,12 +128,12 @@ impl OperatorProcess {
     }
 
     fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.pid()
     }
 
     /// Fails with the log's path if the process has exited.
     fn alive(&mut self) -> Result<()> {
-        if let Some(status) = self.child.try_wait()? {
+        if let Some(status) = self.child.exited()? {
             bail!(
                 "the operator exited ({status}); its log: {}",
                 self.log.display()
@@ -198,13 +205,6 @@ impl OperatorProcess {
         };
         let total = ticks(11) + ticks(12);
         Ok(Duration::from_secs_f64(total as f64 / clock_ticks()))
-    }
-}
-
-impl Drop for OperatorProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -398,7 +398,12 @@ async fn steady(
     tokio::time::sleep(STEADY).await;
     let after = operator.counters(http).await?;
     let until = Timestamp::now();
-    let requests = analysis::requests(&twin.events(), since, until).total;
+    let events = twin.events();
+    let requests = Replay::new(&events)
+        .since(replay::Mark::At(since))
+        .until(replay::Mark::At(until))
+        .requests()
+        .total;
     let seconds = STEADY.as_secs_f64();
     Ok(Steady {
         reconciles: after.since(&before).reconciles / seconds,

@@ -3,10 +3,10 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use crate::analysis::span;
 use crate::memory::{self, MemoryRun};
 use crate::table::{Table, at, count, mib, millis, percent, secs};
 use crate::upgrades::{self, BACKUP_RUN, Minor, Rolling, Run};
+use octopus_e2e::twin::replay::span;
 
 /// Section 1, patch rolling upgrades: per cluster size the median run (by wall time),
 /// with the spread of all runs.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::analysis::span;
+use octopus_e2e::twin::replay::span;
 
 /// A titled table; the first column holds row labels.
 pub struct Table {

@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use jiff::Timestamp;
 use octopus_e2e::scenario::{Scenario, condition, spec};
+use octopus_e2e::twin::replay::upgrade::{NodeRoll, StopTheWorld};
+use octopus_e2e::twin::replay::{Mark, Replay, Requests, Tasks, span};
 use octopus_e2e::twin::{Event, GeneratorConfig, Timing, TwinConfig};
 use octopus_operator::api::OctopusCluster;
 use serde_json::{Value, json};
 
-use crate::analysis::{self, NodeRoll, Requests, StopTheWorld, Tasks, span};
 use crate::prom::Counters;
 
 pub const FROM: &str = "2024.1.100";
@@ -158,7 +159,9 @@ async fn rolling_runs(s: &Scenario, nodes: usize) -> Result<Vec<Rolling>> {
             tokio::time::sleep(BETWEEN_RUNS).await;
         }
         let run = upgrade(s, nodes, from, json!({ "version": to }), to).await?;
-        let rolled = analysis::rolling(&run.events, run.since, to);
+        let rolled = Replay::new(&run.events)
+            .since(Mark::At(run.since))
+            .rolling(to);
         if rolled.len() != nodes {
             bail!(
                 "the twin saw {} of {nodes} nodes drained during the roll to {to}",
@@ -196,7 +199,9 @@ async fn minor_runs(s: &Scenario, nodes: usize) -> Result<Vec<Minor>> {
             .filter(|r| r.succeeded && r.at > run.since)
             .map(|r| r.at)
             .min();
-        let stw = analysis::stop_the_world(&run.events, run.since, to);
+        let stw = Replay::new(&run.events)
+            .since(Mark::At(run.since))
+            .stop_the_world(to);
         runs.push(Minor {
             run,
             stw,
@@ -258,6 +263,9 @@ async fn upgrade(s: &Scenario, nodes: usize, from: &str, change: Value, to: &str
     let wall = started.elapsed();
     let counters = Counters::parse(&s.metrics.encode()).since(&before);
     let events = s.twin.events();
+    let during = Replay::new(&events)
+        .since(Mark::At(since))
+        .until(Mark::At(ready));
     Ok(Run {
         nodes,
         from: from.to_string(),
@@ -266,9 +274,9 @@ async fn upgrade(s: &Scenario, nodes: usize, from: &str, change: Value, to: &str
         ready,
         wall,
         counters,
-        requests: analysis::requests(&events, since, ready),
-        tasks: analysis::tasks(&events, since, ready),
-        min_serving: analysis::min_serving(&events, since, ready),
+        requests: during.requests(),
+        tasks: during.tasks(),
+        min_serving: during.min_serving(),
         events,
     })
 }

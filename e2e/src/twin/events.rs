@@ -1,9 +1,8 @@
 //! The twin's flight recorder: every API request and every change of a node, the
 //! schema, maintenance mode or a task, stamped with the (model) time it happened.
 //! Scenarios assert over it ("never fewer than N-1 nodes serving", "no schema
-//! violation") and benchmarks measure waits with it. Never holds secrets.
-
-use std::collections::BTreeMap;
+//! violation"), benchmarks measure waits with it and the demo sums it up, all through
+//! [`super::replay`]. Never holds secrets.
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -178,32 +177,4 @@ impl EventLog {
             .min(self.events.len());
         &self.events[start..]
     }
-}
-
-/// The fewest nodes serving (running and not drained) at any moment after `since`,
-/// replayed from the twin's flight recorder.
-pub fn min_serving_since(events: &[Event], since: Timestamp) -> usize {
-    // node -> (running, drained)
-    let mut nodes: BTreeMap<String, (bool, bool)> = BTreeMap::new();
-    let mut fewest = usize::MAX;
-    for e in events {
-        match &e.kind {
-            EventKind::NodeRunning { node, drained, .. } => {
-                nodes.insert(node.clone(), (true, *drained));
-            }
-            EventKind::NodeStopped { node, .. } | EventKind::NodeCrashed { node, .. } => {
-                nodes.entry(node.clone()).or_default().0 = false;
-            }
-            EventKind::NodeDrained { node } => nodes.entry(node.clone()).or_default().1 = true,
-            EventKind::NodeUndrained { node } => nodes.entry(node.clone()).or_default().1 = false,
-            _ => continue,
-        }
-        if e.at > since {
-            let serving = nodes
-                .values()
-                .filter(|(running, drained)| *running && !*drained);
-            fewest = fewest.min(serving.count());
-        }
-    }
-    fewest
 }

@@ -7,7 +7,10 @@
 //! - [`api`] + [`server`]: Octopus's REST API on `/{namespace}/{service}/api/...`,
 //!   routed like a load balancer in front of the pods, plus `/_twin/...` admin routes;
 //! - [`kubelet`]: watches Pods and Services on a real API server and plays the kubelet
-//!   for Octopus pods (patches their status).
+//!   for Octopus pods (patches their status);
+//! - [`replay`]: reads the flight recorder ([`events`]) back: who served on which
+//!   version at every moment, tasks, drains, schema; what tests, benchmarks and the demo
+//!   assert and print.
 //!
 //! The twin never looks at operator types, labels or annotations: it sees pods, their
 //! images and env, Secrets, ConfigMaps, Services, and HTTP requests — what Octopus and
@@ -19,6 +22,7 @@ pub mod events;
 pub mod json;
 pub mod kubelet;
 pub mod model;
+pub mod replay;
 pub mod server;
 pub mod version;
 

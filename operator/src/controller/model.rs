@@ -30,6 +30,21 @@ pub struct Observed {
     pub now: Timestamp,
 }
 
+impl Observed {
+    /// The nodes the cluster runs: while an upgrade runs the StatefulSet keeps the replicas
+    /// it started with, so a scale asked for mid-upgrade changes nothing yet.
+    pub fn running_replicas(&self) -> u32 {
+        self.status
+            .upgrade
+            .as_ref()
+            .filter(|u| u.finished_at.is_none())
+            .and_then(|u| u.replicas)
+            .unwrap_or(self.spec.replicas)
+            .max(0)
+            .unsigned_abs()
+    }
+}
+
 /// The StatefulSet as observed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StatefulSetView {

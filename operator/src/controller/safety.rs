@@ -117,16 +117,7 @@ fn other_nodes_serving(o: &Observed, d: Disruption<'_>) -> Result<(), String> {
     let (Disruption::TakeNodeOut { node } | Disruption::ReplacePod { node }) = d else {
         return Ok(());
     };
-    // While an upgrade runs the StatefulSet keeps the replicas it started with.
-    let desired = o
-        .status
-        .upgrade
-        .as_ref()
-        .filter(|u| u.finished_at.is_none())
-        .and_then(|u| u.replicas)
-        .unwrap_or(o.spec.replicas)
-        .max(0)
-        .unsigned_abs();
+    let desired = o.running_replicas();
     let state = o.octopus.state();
     for ordinal in 0..desired {
         let name = format!("{}-{ordinal}", o.name);
