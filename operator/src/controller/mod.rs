@@ -262,12 +262,15 @@ async fn apply(cached: &OctopusCluster, ctx: &Context) -> Result<Requeue, Error>
         nodes,
         api,
     } = observe::observe(ctx, cluster).await?;
-    // The decision core does not read these facts yet (issue 9): they are logged so a
-    // node that keeps exiting, e.g. on an aborted database upgrade, shows why.
-    for node in &nodes {
-        if let Some(exit) = &node.last_exit {
+    // A node that keeps exiting, e.g. on an aborted database upgrade, shows why.
+    for pod in &observed.pods {
+        if let Some(exit) = &pod.last_exit {
+            let serving = nodes
+                .iter()
+                .find(|n| n.pod == pod.name)
+                .and_then(|n| n.serving);
             tracing::debug!(
-                pod = %node.pod, serving = ?node.serving, reason = ?exit.kubelet_reason,
+                pod = %pod.name, serving = ?serving, reason = ?exit.kubelet_reason,
                 exit_code = exit.exit_code, message = ?exit.message, "node's last exit"
             );
         }

@@ -66,6 +66,9 @@ pub struct PodView {
     pub crash_looping: bool,
     /// The pod has a deletionTimestamp.
     pub terminating: bool,
+    /// How the Octopus container last ended (`lastState.terminated`), e.g. the message of
+    /// a database upgrade Octopus aborted because other nodes still look alive.
+    pub last_exit: Option<ContainerExit>,
 }
 
 /// What observe reads about one node beyond its pod view and the cluster summary. Kept
@@ -78,9 +81,6 @@ pub struct NodeFacts {
     /// 200 (serving), `Some(false)` on 418 (draining or offline); `None` when not asked
     /// (pod not ready) or not answered.
     pub serving: Option<bool>,
-    /// How the Octopus container last ended (`lastState.terminated`), e.g. the message of
-    /// a database upgrade Octopus aborted because other nodes still look alive.
-    pub last_exit: Option<ContainerExit>,
 }
 
 /// A container's last termination, as the kubelet reports it.
@@ -92,6 +92,19 @@ pub struct ContainerExit {
     pub message: Option<String>,
     pub exit_code: i32,
     pub finished_at: Option<Timestamp>,
+}
+
+impl ContainerExit {
+    /// Octopus (since 2023.2.9755) refused the database upgrade because other nodes still
+    /// look alive to it. Octopus does not publish the exact words, so this matches loosely:
+    /// the message speaks of other nodes and of them running or of an abort.
+    pub fn aborted_beside_live_nodes(&self) -> bool {
+        let Some(message) = &self.message else {
+            return false;
+        };
+        let m = message.to_lowercase();
+        m.contains("other") && m.contains("node") && (m.contains("running") || m.contains("abort"))
+    }
 }
 
 /// What the Octopus REST API told this reconcile.

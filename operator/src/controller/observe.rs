@@ -105,7 +105,6 @@ pub async fn observe(ctx: &Context, cluster: &OctopusCluster) -> Result<Observat
             let facts = NodeFacts {
                 pod: view.name.clone(),
                 serving: None,
-                last_exit: last_exit(p),
             };
             Some((view, facts))
         })
@@ -411,6 +410,7 @@ fn pod_view(cluster: &str, pod: &Pod) -> Option<PodView> {
             )
         ),
         terminating: pod.metadata.deletion_timestamp.is_some(),
+        last_exit: last_exit(pod),
     })
 }
 

@@ -54,6 +54,9 @@ pub enum Reason {
     StartingFirstNode,
     /// The first node is ready; Octopus does not report the new version yet.
     WaitingForSchemaUpgrade,
+    /// The first node's database upgrade was refused because a node stopped without a
+    /// clean shutdown still looks alive to Octopus; it runs once that heartbeat ages out.
+    WaitingForStaleNodes,
     /// The other nodes are starting on the new version.
     StartingNodes,
     /// The backup Job runs.

@@ -17,6 +17,14 @@ use crate::resources;
 /// Restarts after which a starting node counts as failed rather than slow.
 pub const CRASH_RESTARTS: i32 = 3;
 
+/// How long a node killed without a clean shutdown (SIGKILL, eviction without grace, OOM)
+/// still looks alive to Octopus: its heartbeat (`LastSeen`) must age out before Octopus
+/// counts it offline and runs a database upgrade (refused beside live nodes since
+/// 2023.2.9755). Octopus publishes no figure for this; one minute is the value the
+/// project's Octopus notes and twin assume. After it, plus nodeReadyTimeout, a first node
+/// that still cannot migrate has failed.
+pub const HEARTBEAT_AGE_OUT: SignedDuration = SignedDuration::from_secs(60);
+
 /// What a step's evaluation may read.
 pub(super) struct StepCx<'a> {
     pub o: &'a Observed,
@@ -416,6 +424,9 @@ fn wait_node_ready(cx: &StepCx<'_>, name: &str, first_after_migration: bool) -> 
         return Outcome::Done;
     }
     let crashed = pod.is_some_and(|p| p.crash_looping && p.restarts >= CRASH_RESTARTS);
+    if first_after_migration && let Some(wait) = stale_nodes_wait(cx, name, pod) {
+        return wait;
+    }
     if crashed || cx.elapsed >= cx.ready_timeout() {
         let why = if crashed {
             format!(
@@ -454,6 +465,45 @@ fn wait_node_ready(cx: &StepCx<'_>, name: &str, first_after_migration: bool) -> 
         message: format!("waiting for node {name} to be ready on {version}"),
         poll: true,
     }
+}
+
+/// After stop-all, the first node's database upgrade is refused while a node killed
+/// without a clean shutdown still looks alive to Octopus: a wait, not a failed migration,
+/// until its heartbeat has aged out. Recognised by the abort in the pod's last exit, or by
+/// any crash within [`HEARTBEAT_AGE_OUT`] (Octopus's words are not published); bounded by
+/// the age-out plus nodeReadyTimeout, after which the caller reports the failure.
+fn stale_nodes_wait(cx: &StepCx<'_>, name: &str, pod: Option<&PodView>) -> Option<Outcome> {
+    let pod = pod?;
+    let aborted = pod
+        .last_exit
+        .as_ref()
+        .is_some_and(|e| e.aborted_beside_live_nodes());
+    let crashed = pod.restarts > 0 || pod.crash_looping;
+    let within = if aborted {
+        cx.elapsed < HEARTBEAT_AGE_OUT + cx.ready_timeout()
+    } else {
+        crashed && cx.elapsed < HEARTBEAT_AGE_OUT
+    };
+    if !within || pod.ready {
+        return None;
+    }
+    let seen = if aborted {
+        "Octopus aborted the database upgrade because other nodes still look alive to it"
+    } else {
+        "it exited, possibly because other nodes still look alive to Octopus"
+    };
+    Some(Outcome::Wait {
+        reason: Reason::WaitingForStaleNodes,
+        message: format!(
+            "node {name} has not migrated the database to {}: {seen} (a node stopped without \
+             a clean shutdown keeps its heartbeat fresh). The migration runs once the other \
+             nodes' heartbeats age out in Octopus (about {}s); the operator waits up to that \
+             plus nodeReadyTimeout",
+            cx.to,
+            HEARTBEAT_AGE_OUT.as_secs()
+        ),
+        poll: true,
+    })
 }
 
 /// Octopus gave no answer: wait, saying why.

@@ -19,7 +19,7 @@ mod start;
 
 use jiff::SignedDuration;
 
-pub use evaluate::CRASH_RESTARTS;
+pub use evaluate::{CRASH_RESTARTS, HEARTBEAT_AGE_OUT};
 pub use report::phase;
 
 use super::model::{Action, Decision, Observed, Requeue};

@@ -16,10 +16,10 @@ pub use crate::api::{
 pub use crate::controller::conditions::{
     self, DEGRADED, PAUSED, PROGRESSING, READY, UPGRADE_BLOCKED,
 };
-pub use crate::controller::decide::{decide, phase};
+pub use crate::controller::decide::{HEARTBEAT_AGE_OUT, decide, phase};
 pub use crate::controller::model::{
-    Action, CondWant, Decision, JobView, Observed, OctopusNode, OctopusState, OctopusView, PodView,
-    Requeue, StatefulSetView, StatefulSetWant, TaskView,
+    Action, CondWant, ContainerExit, Decision, JobView, Observed, OctopusNode, OctopusState,
+    OctopusView, PodView, Requeue, StatefulSetView, StatefulSetWant, TaskView,
 };
 pub use crate::controller::reason::Reason;
 pub use crate::controller::safety::{self, Disruption, Predicate};

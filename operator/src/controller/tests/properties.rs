@@ -38,6 +38,7 @@ prop_compose! {
                     restarts,
                     crash_looping,
                     terminating,
+                    last_exit: None,
                 })
             })
             .collect()

@@ -7,6 +7,15 @@ use super::sim::*;
 use super::stops::{failed_migration, tick_and_hold};
 use super::walks::{rolling_sim, stop_the_world_sim, tentacles_sim};
 
+/// The fixture, its upgrade record typed.
+fn decoded(name: &str) -> OctopusClusterStatus {
+    let old = fixture(name);
+    if let Some(up) = &old.upgrade {
+        typed(up);
+    }
+    old
+}
+
 fn fixture(name: &str) -> OctopusClusterStatus {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("src/controller/tests/status")
@@ -18,10 +27,7 @@ fn fixture(name: &str) -> OctopusClusterStatus {
 /// Checks that today's walk wrote the same status as the fixture, then carries on from
 /// the fixture's status.
 fn resume_from(sim: &mut Sim, name: &str) {
-    let old = fixture(name);
-    if let Some(up) = &old.upgrade {
-        typed(up);
-    }
+    let old = decoded(name);
     let json = |s: &OctopusClusterStatus| serde_json::to_string_pretty(s).expect("serialises");
     assert_eq!(
         json(&sim.status),
@@ -58,9 +64,18 @@ fn a_schema_upgrade_resumes_from_old_status_at_backup_and_at_wait_schema() {
 
 #[test]
 fn a_sticky_stop_in_old_status_still_holds() {
-    let (mut sim, d) = failed_migration();
-    resume_from(&mut sim, "stopped-node-failed-after-migration.json");
-    let message = cond(&d, UPGRADE_BLOCKED).message.clone();
+    let (mut sim, _) = failed_migration();
+    // Today's walk stops later than the one that wrote the fixture (a crash within the
+    // heartbeat age-out is first taken for a refused migration), so only the stop is the
+    // same: the old record must still hold.
+    sim.status = decoded("stopped-node-failed-after-migration.json");
+    let message = sim
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == UPGRADE_BLOCKED)
+        .map(|c| c.message.clone())
+        .expect("recorded");
     tick_and_hold(&mut sim, "NodeFailedAfterMigration", &message);
     sim.assert_clean();
 }

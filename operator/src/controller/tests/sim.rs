@@ -100,6 +100,8 @@ pub struct Sim {
     pub master_key_copy: Option<(String, String)>,
     /// A pod of this ordinal crash-loops on this version.
     pub crash_on: Option<(u32, String)>,
+    /// What that pod's container says when it exits (its termination message).
+    pub crash_message: Option<String>,
     pub now: Timestamp,
     pub ticks: u32,
     pub reconciles: u32,
@@ -140,6 +142,7 @@ impl Sim {
             backup_fails: false,
             master_key_copy: None,
             crash_on: None,
+            crash_message: None,
             now: t0(),
             ticks: 0,
             reconciles: 0,
@@ -486,6 +489,12 @@ impl Sim {
             if crashes {
                 p.crash_looping = true;
                 p.restarts += 1;
+                p.last_exit = Some(ContainerExit {
+                    kubelet_reason: Some("Error".into()),
+                    message: self.crash_message.clone(),
+                    exit_code: 1,
+                    finished_at: Some(self.now),
+                });
                 self.event(format!("pod-crashed:{name}@{version}"));
             } else {
                 p.crash_looping = false;

@@ -91,7 +91,11 @@ fn a_stop_is_looked_at_again_when_the_generation_changes() {
 fn a_node_still_failing_after_a_spec_change_stops_again_for_the_new_generation() {
     let (mut sim, _) = failed_migration();
     sim.change_spec(|s| s.upgrade.node_ready_timeout = minutes(30));
+    // The step timer restarts: a crash within the heartbeat age-out may still be Octopus
+    // refusing the migration beside a stale node, so it waits that long again.
     let d = sim.step(Kill::Never);
+    assert_cond(&d, PROGRESSING, true, "WaitingForStaleNodes");
+    let d = sim.run_until(20, |d| d.stop.is_some());
     assert_cond(&d, UPGRADE_BLOCKED, true, "NodeFailedAfterMigration");
     let up = d.upgrade.as_ref().expect("recorded");
     assert_eq!(up.stopped_generation, Some(sim.generation));
@@ -469,4 +473,90 @@ fn stop_all_stops_nothing_while_a_predicate_holds() {
         }
     }
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+// ------------------------------------------------- migration refused beside a stale node
+
+/// The twin's words; Octopus does not publish its own.
+const ABORTED: &str = "The database upgrade was aborted because other Octopus Server nodes \
+                       are still running: octo-2. Stop all nodes before upgrading.";
+
+/// A stop-the-world walk whose first node exits on the new version with `message`, and a
+/// nodeReadyTimeout of two minutes.
+fn refused_migration(message: Option<&str>) -> Sim {
+    let mut sim = stop_the_world_sim(V1, V2, 3);
+    sim.spec.upgrade.node_ready_timeout = minutes(2);
+    sim.crash_on = Some((0, V2.into()));
+    sim.crash_message = message.map(str::to_string);
+    sim
+}
+
+/// How long the wait-schema step had run when the operator stopped.
+fn wait_schema_elapsed(sim: &Sim) -> SignedDuration {
+    let up = sim.status.upgrade.as_ref().expect("recorded");
+    assert_eq!(up.step.as_deref(), Some(StepKind::WaitSchema.as_str()));
+    let started = up.step_started_at.as_ref().expect("step started");
+    sim.now.duration_since(started.0)
+}
+
+#[test]
+fn an_aborted_migration_beside_a_stale_node_waits_then_runs() {
+    let mut sim = refused_migration(Some(ABORTED));
+    let d = sim.run_until(100, |d| {
+        cond(d, PROGRESSING).reason == Reason::WaitingForStaleNodes
+    });
+    assert_cond(&d, PROGRESSING, true, "WaitingForStaleNodes");
+    assert_cond(&d, DEGRADED, false, "AsExpected");
+    assert_cond(&d, UPGRADE_BLOCKED, false, "NotBlocked");
+    assert!(d.stop.is_none() && d.action.is_none(), "{d:?}");
+    let message = &cond(&d, PROGRESSING).message;
+    for words in ["octo-0", V2, "heartbeat", "age out"] {
+        assert!(message.contains(words), "{message}");
+    }
+    // Past the heartbeat age-out, still within age-out + nodeReadyTimeout: it still waits.
+    for _ in 0..12 {
+        let d = sim.step(Kill::Never);
+        assert!(d.stop.is_none(), "{}", sim.story());
+    }
+    // The stale heartbeat aged out: the next start migrates.
+    sim.crash_on = None;
+    sim.run(200);
+    sim.assert_converged(V2);
+    sim.assert_clean();
+}
+
+#[test]
+fn another_crash_after_the_heartbeat_age_out_is_a_failed_migration() {
+    let mut sim = refused_migration(Some("Unhandled exception: login failed for user 'octo'"));
+    let d = sim.run_until(100, |d| d.stop.is_some());
+    assert_cond(&d, UPGRADE_BLOCKED, true, "NodeFailedAfterMigration");
+    assert_cond(&d, DEGRADED, true, "NodeFailedAfterMigration");
+    let elapsed = wait_schema_elapsed(&sim);
+    assert!(
+        elapsed >= HEARTBEAT_AGE_OUT && elapsed < HEARTBEAT_AGE_OUT + SignedDuration::from_secs(20),
+        "stopped after {elapsed}"
+    );
+}
+
+#[test]
+fn an_abort_past_the_age_out_and_node_ready_timeout_is_a_failed_migration() {
+    let mut sim = refused_migration(Some(ABORTED));
+    let d = sim.run_until(100, |d| d.stop.is_some());
+    assert_cond(&d, UPGRADE_BLOCKED, true, "NodeFailedAfterMigration");
+    assert_cond(&d, DEGRADED, true, "NodeFailedAfterMigration");
+    assert!(wait_schema_elapsed(&sim) >= HEARTBEAT_AGE_OUT + SignedDuration::from_mins(2));
+    let wait = Reason::WaitingForStaleNodes;
+    assert!(!wait.sticky() && !wait.degraded() && !wait.blocks());
+}
+
+#[test]
+fn the_abort_is_recognised_loosely() {
+    let exit = |message: &str| ContainerExit {
+        message: Some(message.into()),
+        ..ContainerExit::default()
+    };
+    assert!(exit(ABORTED).aborted_beside_live_nodes());
+    assert!(exit("Upgrade ABORTED: other nodes detected").aborted_beside_live_nodes());
+    assert!(!exit("The database upgrade failed: timeout").aborted_beside_live_nodes());
+    assert!(!ContainerExit::default().aborted_beside_live_nodes());
 }
