@@ -961,6 +961,10 @@ async fn install_yaml_applies_server_side_and_grants_the_operator_its_rights() -
 async fn helm_install_with_watch_namespace_confines_the_operator_to_it() -> Result<()> {
     let _serial = API_CHANGES.lock().await;
     let cluster = TestCluster::shared().await?;
+    // Helm creates the CRD by server-side apply; on a control plane that kept an older CRD
+    // from kubectl (a reused one, after a CRD change) that conflicts. Applying today's CRD
+    // first, as the scenarios do, makes helm's apply agree with every earlier manager.
+    octopus_e2e::scenario::install_crd(&cluster).await?;
     let operator_ns = cluster.namespace("chart-operator").await?;
     let watched_ns = cluster.namespace("chart-watched").await?;
     let other_ns = cluster.namespace("chart-other").await?;
