@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 
 use crate::cluster::{TestCluster, TestNamespace, wait_until};
 use crate::jobs::JobRunner;
-use crate::twin::{Twin, TwinConfig, TwinHandle};
+use crate::twin::{GeneratorConfig, Timing, Twin, TwinConfig, TwinHandle};
 
 /// The API key every scenario's Octopus installation accepts.
 pub const API_KEY: &str = "API-E2ESCENARIO00000000000000000";
@@ -36,6 +36,26 @@ pub struct Scenario {
 }
 
 /// Path of the checked-in CRD.
+/// The twin of the upgrade scenarios: nodes start in 300 ms, a migration takes 1 s, and
+/// with `tasks` deployments (0.5-2.5 s) keep arriving, 60 a minute.
+pub fn twin_config(tasks: bool) -> TwinConfig {
+    TwinConfig {
+        timing: Timing {
+            start_delay: Duration::from_millis(300),
+            migration_time: Duration::from_secs(1),
+            ..Timing::default()
+        },
+        generator: GeneratorConfig {
+            enabled: tasks,
+            deployments_per_minute: if tasks { 60.0 } else { 0.0 },
+            deployment_duration_min: Duration::from_millis(500),
+            deployment_duration_max: Duration::from_millis(2500),
+            ..GeneratorConfig::default()
+        },
+        ..TwinConfig::default()
+    }
+}
+
 pub fn crd_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../crds/octopusclusters.yaml")
 }

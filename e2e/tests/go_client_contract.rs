@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use octopus_e2e::twin::{GeneratorConfig, Timing, Twin, TwinConfig};
+use octopus_e2e::twin::{Twin, TwinConfig};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -372,19 +372,9 @@ impl Client {
 }
 
 async fn twin() -> (octopus_e2e::twin::TwinHandle, String) {
-    let twin = Twin::start(TwinConfig {
-        timing: Timing {
-            start_delay: Duration::from_millis(50),
-            api_task_duration: Duration::from_secs(120),
-            cancel_delay: Duration::from_millis(100),
-            ..Timing::default()
-        },
-        generator: GeneratorConfig::off(),
-        tick: Duration::from_millis(10),
-        ..TwinConfig::default()
-    })
-    .await
-    .expect("twin starts");
+    let twin = Twin::start(TwinConfig::for_api_clients())
+        .await
+        .expect("twin starts");
     let url = twin
         .play_installation(
             NS,

@@ -10,9 +10,8 @@ use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use octopus_e2e::operator_process::{OperatorProcess, sample};
-use octopus_e2e::scenario::{Scenario, must, spec};
+use octopus_e2e::scenario::{Scenario, must, spec, twin_config};
 use octopus_e2e::twin::replay::{Mark, Replay};
-use octopus_e2e::twin::{GeneratorConfig, Timing, TwinConfig};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -20,24 +19,6 @@ const LEASE: &str = "octopus-operator-e2e";
 /// A short lease so the test is quick; the renew period leaves 3 s of grace.
 const LEASE_SECONDS: u64 = 8;
 const RENEW_SECONDS: u64 = 5;
-
-fn twin_config() -> TwinConfig {
-    TwinConfig {
-        timing: Timing {
-            start_delay: Duration::from_millis(300),
-            migration_time: Duration::from_secs(1),
-            ..Timing::default()
-        },
-        generator: GeneratorConfig {
-            enabled: true,
-            deployments_per_minute: 60.0,
-            deployment_duration_min: Duration::from_millis(500),
-            deployment_duration_max: Duration::from_millis(2500),
-            ..GeneratorConfig::default()
-        },
-        ..TwinConfig::default()
-    }
-}
 
 async fn replica(s: &Scenario, identity: &str) -> OperatorProcess {
     let flags = [
@@ -85,7 +66,7 @@ fn nodes_on(c: &octopus_operator::api::OctopusCluster, version: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standby_takes_over_a_patch_roll_when_the_leader_is_killed() {
-    let s = must(Scenario::start_without_operator("leader", twin_config()).await);
+    let s = must(Scenario::start_without_operator("leader", twin_config(true)).await);
     let leases: Api<Lease> = s.ns.api();
 
     let mut a = replica(&s, "operator-a").await;

@@ -5,30 +5,12 @@
 use std::time::Duration;
 
 use jiff::Timestamp;
-use octopus_e2e::scenario::{Scenario, condition, must, spec};
+use octopus_e2e::scenario::{Scenario, condition, must, spec, twin_config};
 use octopus_e2e::twin::replay::{Mark, Replay};
-use octopus_e2e::twin::{Event, EventKind, Faults, GeneratorConfig, Timing, TwinConfig};
+use octopus_e2e::twin::{Event, EventKind, Faults};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(120);
-
-fn twin_config(tasks: bool) -> TwinConfig {
-    TwinConfig {
-        timing: Timing {
-            start_delay: Duration::from_millis(300),
-            migration_time: Duration::from_secs(1),
-            ..Timing::default()
-        },
-        generator: GeneratorConfig {
-            enabled: tasks,
-            deployments_per_minute: if tasks { 60.0 } else { 0.0 },
-            deployment_duration_min: Duration::from_millis(500),
-            deployment_duration_max: Duration::from_millis(2500),
-            ..GeneratorConfig::default()
-        },
-        ..TwinConfig::default()
-    }
-}
 
 /// Waits until the upgrade to `version` has finished and every node runs it.
 async fn wait_upgraded(s: &Scenario, version: &str) -> octopus_operator::api::OctopusCluster {

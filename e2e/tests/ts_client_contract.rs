@@ -14,9 +14,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::Duration;
 
-use octopus_e2e::twin::{EventKind, GeneratorConfig, Timing, Twin, TwinConfig};
+use octopus_e2e::twin::{EventKind, Twin, TwinConfig};
 
 const NS: &str = "tsclient";
 const SVC: &str = "octo";
@@ -64,19 +63,9 @@ async fn official_typescript_client_drives_the_twin() {
     .await;
     assert!(install.status.success(), "{}", report("npm ci", &install));
 
-    let twin = Twin::start(TwinConfig {
-        timing: Timing {
-            start_delay: Duration::from_millis(50),
-            api_task_duration: Duration::from_secs(120),
-            cancel_delay: Duration::from_millis(100),
-            ..Timing::default()
-        },
-        generator: GeneratorConfig::off(),
-        tick: Duration::from_millis(10),
-        ..TwinConfig::default()
-    })
-    .await
-    .expect("twin starts");
+    let twin = Twin::start(TwinConfig::for_api_clients())
+        .await
+        .expect("twin starts");
     let url = twin
         .play_installation(
             NS,

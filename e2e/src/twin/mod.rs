@@ -79,6 +79,25 @@ impl Default for TwinConfig {
     }
 }
 
+impl TwinConfig {
+    /// A quiet twin for API client contract tests: no generated work, nodes up in 50 ms, a
+    /// task created through the API runs for two minutes (long enough to be cancelled),
+    /// cancelling takes 100 ms.
+    pub fn for_api_clients() -> Self {
+        Self {
+            timing: Timing {
+                start_delay: Duration::from_millis(50),
+                api_task_duration: Duration::from_secs(120),
+                cancel_delay: Duration::from_millis(100),
+                ..Timing::default()
+            },
+            generator: GeneratorConfig::off(),
+            tick: Duration::from_millis(10),
+            ..Self::default()
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TwinError {
     #[error("cannot listen on {addr}: {source}")]
