@@ -118,6 +118,15 @@ pub struct OctopusClusterSpec {
     #[serde(default)]
     pub storage: StorageSpec,
 
+    /// How strictly the nodes spread over Kubernetes nodes (pod anti-affinity on
+    /// `kubernetes.io/hostname`). `Preferred` (the default) schedules them together when it
+    /// must; `Required` never puts two on one Kubernetes node, so losing a machine or
+    /// draining it costs at most one Octopus node, but pods stay Pending when there are
+    /// fewer schedulable Kubernetes nodes than replicas (on a one-node Kubernetes cluster,
+    /// every node but the first). Takes effect as pods are recreated.
+    #[serde(default)]
+    pub pod_anti_affinity: PodAntiAffinity,
+
     /// How the operator reaches the Octopus REST API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api: Option<ApiSpec>,
@@ -205,6 +214,16 @@ impl PullPolicy {
             Self::Never => "Never",
         }
     }
+}
+
+/// Pod anti-affinity of the nodes over Kubernetes nodes.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum PodAntiAffinity {
+    /// Spread when the scheduler can; share a Kubernetes node otherwise.
+    #[default]
+    Preferred,
+    /// Never two nodes on one Kubernetes node; pods stay Pending when none is free.
+    Required,
 }
 
 /// The SQL Server database every node shares.

@@ -95,9 +95,11 @@ pub struct UpgradeStatus {
     pub from: String,
     /// Version the upgrade moves to.
     pub to: String,
-    /// none, patch, minor, major, patch-downgrade, minor-downgrade, major-downgrade.
+    /// none, patch, minor, major, patch-downgrade, minor-downgrade, major-downgrade; or
+    /// scale-down (nodes above spec.replicas drained, removed and forgotten; from = to).
     pub change: String,
-    /// `rolling` (one node at a time) or `stop-the-world` (schema change).
+    /// `rolling` (one node at a time) or `stop-the-world` (schema change); unset for a
+    /// scale-down.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strategy: Option<String>,
     /// The step being carried out, e.g. `drain` or `wait-schema` (see `steps[].action`).
@@ -149,7 +151,8 @@ pub struct HeldBy {
 pub struct StepStatus {
     /// What the step does: `maintenance-on`, `drain`, `wait-tasks`, `replace`,
     /// `wait-ready`, `verify-version`, `undrain`, `backup`, `stop-all`, `start-first`,
-    /// `wait-schema`, `start-rest`, `verify`, `maintenance-off` or `tentacles`.
+    /// `wait-schema`, `start-rest`, `verify`, `maintenance-off` or `tentacles`; a scale-down
+    /// also has `remove-nodes` and `forget-node`.
     pub action: String,
     /// Node the step acts on, for per-node steps.
     #[serde(default, skip_serializing_if = "Option::is_none")]

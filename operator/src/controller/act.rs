@@ -4,17 +4,18 @@
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::model::{Action, StatefulSetWant};
+use super::model::{Action, Evictions, StatefulSetWant};
 use super::observe;
 use super::{Context, Error};
 use crate::api::{FIELD_MANAGER, OctopusCluster, TentacleSpec};
 use crate::octopus::{CreateTask, OctopusApi, OctopusError, builtin_tasks};
-use crate::resources::{backup, service, statefulset, storage};
+use crate::resources::{backup, disruption, service, statefulset, storage};
 
 /// Applies the StatefulSet, its Services and the storage claims as decided.
 pub async fn apply_cluster(
@@ -33,6 +34,23 @@ pub async fn apply_cluster(
         ctx,
         &ns,
         &statefulset::build(cluster, &want.version, want.replicas),
+    )
+    .await
+}
+
+/// Applies the PodDisruptionBudget of the cluster's nodes: how many a voluntary eviction
+/// may take at once. Applied before the StatefulSet and the action, so a budget closed for
+/// a node the operator takes out is in force before it goes.
+pub async fn apply_disruption_budget(
+    ctx: &Context,
+    cluster: &OctopusCluster,
+    evictions: Evictions,
+) -> Result<(), Error> {
+    let ns = cluster.namespace().unwrap_or_default();
+    apply::<PodDisruptionBudget>(
+        ctx,
+        &ns,
+        &disruption::build(cluster, evictions.max_unavailable()),
     )
     .await
 }
@@ -86,6 +104,11 @@ pub async fn perform(
             let job = backup::build_job(cluster, template, from, to);
             create_if_missing::<Job>(ctx, &ns, &job).await?;
         }
+        Action::DeleteNodeRecord { node_id, .. } => match octopus()?.delete_node(node_id).await {
+            // Gone already: a retry after a lost answer.
+            Ok(()) | Err(OctopusError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        },
         Action::QueueTentacleTasks { to } => {
             let Some(t) = &cluster.spec.tentacles else {
                 return Ok(());

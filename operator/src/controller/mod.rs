@@ -28,6 +28,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::Api;
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::{Recorder, Reporter};
@@ -178,18 +179,20 @@ pub async fn run_with(
     metrics: Arc<metrics::Metrics>,
     health: Arc<Health>,
 ) {
-    let (clusters, stss, jobs, pods) = match &config.namespace {
+    let (clusters, stss, jobs, pods, pdbs) = match &config.namespace {
         Some(ns) => (
             Api::<OctopusCluster>::namespaced(client.clone(), ns),
             Api::<StatefulSet>::namespaced(client.clone(), ns),
             Api::<Job>::namespaced(client.clone(), ns),
             Api::<Pod>::namespaced(client.clone(), ns),
+            Api::<PodDisruptionBudget>::namespaced(client.clone(), ns),
         ),
         None => (
             Api::<OctopusCluster>::all(client.clone()),
             Api::<StatefulSet>::all(client.clone()),
             Api::<Job>::all(client.clone()),
             Api::<Pod>::all(client.clone()),
+            Api::<PodDisruptionBudget>::all(client.clone()),
         ),
     };
     let managed_by = format!("{}={}", labels::MANAGED_BY, labels::MANAGER);
@@ -217,6 +220,8 @@ pub async fn run_with(
     let running = controller
         .owns(stss, managed.clone())
         .owns(jobs, managed.clone())
+        // A budget edited or deleted by hand is put back at once.
+        .owns(pdbs, managed.clone())
         .watches(pods, managed, |pod: Pod| {
             let cluster = pod.labels().get(labels::INSTANCE)?.clone();
             Some(ObjectRef::<OctopusCluster>::new(&cluster).within(&pod.namespace()?))
@@ -277,6 +282,9 @@ async fn apply(cached: &OctopusCluster, ctx: &Context) -> Result<Requeue, Error>
     }
     let decision = decide::decide(&observed);
     let mut failure = None;
+    if let Some(evictions) = decision.evictions {
+        act::apply_disruption_budget(ctx, cluster, evictions).await?;
+    }
     if let Some(want) = &decision.statefulset {
         act::apply_cluster(ctx, cluster, want).await?;
     }

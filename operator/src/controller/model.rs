@@ -27,6 +27,9 @@ pub struct Observed {
     pub backup_job: Option<JobView>,
     /// Whether the Master Key copy of the upgrade in progress exists.
     pub master_key_copy: bool,
+    /// What the cluster's PodDisruptionBudget allows, read before the pods (so no eviction
+    /// it let through is missing from them); `None` when there is none yet.
+    pub evictions: Option<Evictions>,
     pub now: Timestamp,
 }
 
@@ -42,6 +45,33 @@ impl Observed {
             .unwrap_or(self.spec.replicas)
             .max(0)
             .unsigned_abs()
+    }
+}
+
+/// How many Octopus pods a voluntary eviction (`kubectl drain`, the cluster autoscaler) may
+/// take at once: the `maxUnavailable` of the cluster's PodDisruptionBudget.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Evictions {
+    /// One: the steady cluster can lose one node (with one replica, the only one: a
+    /// single node is not highly available, and blocking would hold node drains forever).
+    One,
+    /// None: the operator has a node out of service, stops every node on purpose, or a
+    /// node is drained in Octopus.
+    None,
+}
+
+impl Evictions {
+    /// The PodDisruptionBudget's `maxUnavailable`.
+    pub fn max_unavailable(self) -> i32 {
+        match self {
+            Self::One => 1,
+            Self::None => 0,
+        }
+    }
+
+    /// What a budget read back allows: anything but 0 lets an eviction through.
+    pub fn from_max_unavailable(n: Option<i32>) -> Self {
+        if n == Some(0) { Self::None } else { Self::One }
     }
 }
 
@@ -216,6 +246,12 @@ pub enum Action {
     QueueTentacleTasks {
         to: String,
     },
+    /// Delete the Octopus record of a node removed for good (`DELETE
+    /// /api/octopusservernodes/{id}`), so no offline node lingers in Octopus.
+    DeleteNodeRecord {
+        node_id: String,
+        node: String,
+    },
 }
 
 impl Action {
@@ -231,6 +267,7 @@ impl Action {
             Self::CopyMasterKey { .. } => Reason::CopyMasterKey,
             Self::CreateBackupJob { .. } => Reason::StartBackup,
             Self::QueueTentacleTasks { .. } => Reason::QueueTentacleTasks,
+            Self::DeleteNodeRecord { .. } => Reason::DeleteNodeRecord,
         }
     }
 
@@ -265,6 +302,9 @@ impl Action {
             Self::QueueTentacleTasks { to } => {
                 format!("Queueing Tentacle/Calamari updates after the upgrade to {to}")
             }
+            Self::DeleteNodeRecord { node, .. } => {
+                format!("Deleting the Octopus record of node {node}, removed by the scale-down")
+            }
         }
     }
 }
@@ -293,6 +333,9 @@ pub struct CondWant {
 #[derive(Clone, Debug)]
 pub struct Decision {
     pub statefulset: Option<StatefulSetWant>,
+    /// The PodDisruptionBudget to apply (before the StatefulSet and the action); `None`
+    /// before the cluster has anything to protect.
+    pub evictions: Option<Evictions>,
     pub action: Option<Action>,
     pub requeue: Requeue,
     pub conditions: Vec<CondWant>,

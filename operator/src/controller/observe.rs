@@ -8,19 +8,20 @@ use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 
 use super::model::{
-    ContainerExit, JobView, NodeFacts, Observed, OctopusNode, OctopusState, OctopusView, PodView,
-    StatefulSetView, TaskView,
+    ContainerExit, Evictions, JobView, NodeFacts, Observed, OctopusNode, OctopusState, OctopusView,
+    PodView, StatefulSetView, TaskView,
 };
 use super::reason::Reason;
 use super::steps::{StepKind, Upgrade};
 use super::{Context, Error};
 use crate::api::{OctopusCluster, SecretKeyRef};
 use crate::octopus::{ApiKey, OctopusApi, OctopusEndpoint, TaskQuery, TaskState};
-use crate::resources::{image, labels, names};
+use crate::resources::{disruption, image, labels, names};
 
 /// Secret values the reconcile needs beyond observation. Never logged (Debug redacts).
 pub struct Credentials {
@@ -94,6 +95,12 @@ pub async fn observe(ctx: &Context, cluster: &OctopusCluster) -> Result<Observat
             replicas: s.spec.replicas.unwrap_or(1),
         });
 
+    // Before the pods: an eviction the budget let through shows in the pods read after it.
+    let evictions = Api::<PodDisruptionBudget>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&names::disruption_budget(&name))
+        .await?
+        .map(|pdb| Evictions::from_max_unavailable(disruption::max_unavailable(&pdb)));
+
     let pods = Api::<Pod>::namespaced(ctx.client.clone(), &ns)
         .list(&ListParams::default().labels(&labels::selector_string(&name)))
         .await?;
@@ -160,6 +167,7 @@ pub async fn observe(ctx: &Context, cluster: &OctopusCluster) -> Result<Observat
         octopus,
         backup_job,
         master_key_copy,
+        evictions,
         now: Timestamp::now(),
     };
     Ok(Observation {

@@ -167,6 +167,16 @@ pub enum Reason {
     StartBackup,
     /// Event: queueing Tentacle and Calamari updates.
     QueueTentacleTasks,
+
+    // ---------------------------------------------------------- evictions and scale-down
+    /// Held by `EvictionsBlocked`: the PodDisruptionBudget still lets an eviction through.
+    WaitingForEvictionsBlocked,
+    /// Nodes above spec.replicas are being drained, stopped and forgotten by Octopus.
+    ScalingDown,
+    /// The StatefulSet is stopping the drained nodes above spec.replicas.
+    RemovingNodes,
+    /// Event: deleting the Octopus record of a node the scale-down removed.
+    DeleteNodeRecord,
 }
 
 impl Reason {

@@ -123,13 +123,22 @@ async fn events(
             .unwrap_or_default();
         let new = before.is_none_or(|b| b.started_at != up.started_at);
         if new && up.started_at.is_some() {
-            let note = format!(
-                "Upgrading {} -> {} ({} change, {} strategy)",
-                up.from,
-                up.to,
-                up.change,
-                up.strategy.as_deref().unwrap_or("no")
-            );
+            let scale_down = Upgrade::try_from(up).is_ok_and(|u| u.is_scale_down());
+            let note = if scale_down {
+                format!(
+                    "Scaling down to {} node(s) on {}: drain, remove, forget the others",
+                    up.replicas.unwrap_or_default(),
+                    up.to
+                )
+            } else {
+                format!(
+                    "Upgrading {} -> {} ({} change, {} strategy)",
+                    up.from,
+                    up.to,
+                    up.change,
+                    up.strategy.as_deref().unwrap_or("no")
+                )
+            };
             event(ctx, cluster, false, Reason::UpgradeStarted, &note).await;
         }
         let moved = before.is_none_or(|b| b.step != up.step || b.node != up.node);

@@ -6,7 +6,7 @@
 
 use strum::{EnumIter, EnumString, IntoEnumIterator, IntoStaticStr};
 
-use super::model::Observed;
+use super::model::{Evictions, Observed};
 use super::reason::Reason;
 use crate::version::OctopusVersion;
 
@@ -17,6 +17,8 @@ pub enum Disruption<'a> {
     TakeNodeOut { node: &'a str },
     /// Replace a drained node's pod.
     ReplacePod { node: &'a str },
+    /// Remove a node for good (scale-down): its pod goes and does not come back.
+    RemoveNode { node: &'a str },
     /// Stop every node for a schema upgrade.
     StopAll,
     /// Start pods on `version`.
@@ -31,7 +33,7 @@ pub enum Predicate {
     OctopusReachable,
     /// At most one node out of service.
     OtherNodesServing,
-    /// A pod is replaced only after its node is drained and idle.
+    /// A pod is replaced or removed only after its node is drained and idle.
     NodeDrainedAndIdle,
     /// Every node stops only when no task runs anywhere.
     TasksFinished,
@@ -41,6 +43,9 @@ pub enum Predicate {
     NoOtherSchemaRunning,
     /// No node starts on a version older than the database schema.
     NotBelowSchema,
+    /// The operator takes a node out only while the PodDisruptionBudget lets no eviction
+    /// through, so no eviction can take a second one at the same time.
+    EvictionsBlocked,
 }
 
 impl Predicate {
@@ -59,6 +64,7 @@ impl Predicate {
             Self::BackupTaken => Reason::WaitingForBackupTaken,
             Self::NoOtherSchemaRunning => Reason::WaitingForNoOtherSchemaRunning,
             Self::NotBelowSchema => Reason::WaitingForNotBelowSchema,
+            Self::EvictionsBlocked => Reason::WaitingForEvictionsBlocked,
         }
     }
 
@@ -71,6 +77,7 @@ impl Predicate {
             Self::BackupTaken => backup_taken(o, d),
             Self::NoOtherSchemaRunning => no_other_schema_running(o, d),
             Self::NotBelowSchema => not_below_schema(o, d),
+            Self::EvictionsBlocked => evictions_blocked(o, d),
         }
     }
 }
@@ -103,7 +110,10 @@ pub fn check(observed: &Observed, disruption: Disruption<'_>) -> Result<(), Held
 /// Decisions that need Octopus's view must have one.
 fn octopus_reachable(o: &Observed, d: Disruption<'_>) -> Result<(), String> {
     match d {
-        Disruption::TakeNodeOut { .. } | Disruption::ReplacePod { .. } | Disruption::StopAll => {
+        Disruption::TakeNodeOut { .. }
+        | Disruption::ReplacePod { .. }
+        | Disruption::RemoveNode { .. }
+        | Disruption::StopAll => {
             o.octopus.state().map(|_| ()).ok_or_else(|| {
                 "the Octopus API gave no answer; the operator never acts blind".into()
             })
@@ -140,16 +150,22 @@ fn other_nodes_serving(o: &Observed, d: Disruption<'_>) -> Result<(), String> {
     Ok(())
 }
 
-/// A pod is replaced only after Octopus drained its node and its tasks finished.
+/// A pod is replaced (or removed) only after Octopus drained its node and its tasks
+/// finished.
 fn node_drained_and_idle(o: &Observed, d: Disruption<'_>) -> Result<(), String> {
-    let Disruption::ReplacePod { node } = d else {
-        return Ok(());
+    let (node, removing) = match d {
+        Disruption::ReplacePod { node } => (node, false),
+        Disruption::RemoveNode { node } => (node, true),
+        _ => return Ok(()),
     };
     let Some(state) = o.octopus.state() else {
         return Err("the Octopus API gave no answer".into());
     };
     match state.node(node) {
+        // A node that never registered (or whose record is gone) runs nothing to lose.
+        None if removing => Ok(()),
         None => Err(format!("node {node} is not registered with Octopus")),
+        Some(n) if removing && n.offline => Ok(()),
         Some(n) if !n.drained => Err(format!("node {node} is not drained")),
         Some(_) => match state.tasks_on(node).count() {
             0 => Ok(()),
@@ -242,5 +258,26 @@ fn not_below_schema(o: &Observed, d: Disruption<'_>) -> Result<(), String> {
             "the database schema is at {s}; {version} cannot run against it"
         )),
         _ => Ok(()),
+    }
+}
+
+/// A node goes out of service only while the PodDisruptionBudget, read before the pods,
+/// lets no eviction through: then no eviction landed after the pods were read, and none
+/// can land while the node is out.
+fn evictions_blocked(o: &Observed, d: Disruption<'_>) -> Result<(), String> {
+    if !matches!(
+        d,
+        Disruption::TakeNodeOut { .. } | Disruption::ReplacePod { .. }
+    ) {
+        return Ok(());
+    }
+    match o.evictions {
+        Some(Evictions::None) => Ok(()),
+        Some(Evictions::One) => Err(
+            "the PodDisruptionBudget still lets an eviction through; it is closed first, so no \
+             eviction can take a second node"
+                .into(),
+        ),
+        None => Err("the PodDisruptionBudget does not exist yet".into()),
     }
 }

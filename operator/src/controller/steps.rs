@@ -49,6 +49,11 @@ pub enum StepKind {
     MaintenanceOff,
     /// Queue Tentacle and Calamari updates (`spec.tentacles`), once, at the end.
     Tentacles,
+    /// Scale-down: lower the StatefulSet's replicas once the leaving nodes are drained and
+    /// idle, and wait until their pods are gone.
+    RemoveNodes,
+    /// Scale-down: delete a removed node's record in Octopus.
+    ForgetNode,
 }
 
 impl StepKind {
@@ -89,6 +94,11 @@ impl StepKind {
             Self::Tentacles => StepTraits {
                 needs_octopus: true,
                 done_once_acted: true,
+                ..NONE
+            },
+            Self::RemoveNodes => NONE,
+            Self::ForgetNode => StepTraits {
+                needs_octopus: true,
                 ..NONE
             },
         }
@@ -209,6 +219,12 @@ impl Upgrade {
     /// The state of the first step of this kind.
     pub fn state_of(&self, kind: StepKind) -> Option<StepState> {
         self.steps.iter().find(|s| s.kind == kind).map(|s| s.state)
+    }
+
+    /// A scale-down: nodes above spec.replicas are drained, removed and forgotten, on the
+    /// version the cluster runs (`from` = `to`); `replicas` is the count it scales to.
+    pub fn is_scale_down(&self) -> bool {
+        self.has(StepKind::RemoveNodes)
     }
 
     /// A return plan (back to the version before a failed schema upgrade): the only

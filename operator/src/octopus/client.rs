@@ -453,6 +453,18 @@ impl OctopusApi for OctopusClient {
         .await
     }
 
+    async fn delete_node(&self, id: &str) -> OctopusResult<()> {
+        let call = Call {
+            method: Method::DELETE,
+            template: "/api/octopusservernodes/{id}",
+            segments: &["api", "octopusservernodes", id],
+            query: Vec::new(),
+            body: None,
+            also_ok: &[],
+        };
+        self.send(call).await.map(|_| ())
+    }
+
     async fn ping(&self) -> OctopusResult<NodePing> {
         let call = Call {
             method: Method::GET,

@@ -869,3 +869,37 @@ async fn every_attempt_is_reported_by_route_template() {
     client.root().await.unwrap_err();
     assert_eq!(*calls.0.lock().unwrap(), [("GET".into(), "/api", None)]);
 }
+
+#[tokio::test]
+async fn delete_node_sends_delete_on_the_node_and_names_a_404() {
+    let server = fake(|seen, n| match (seen.method.as_str(), n) {
+        ("DELETE", 0) => Reply {
+            status: 200,
+            body: String::new(),
+            delay: Duration::ZERO,
+        },
+        _ => reply(
+            404,
+            json!({"ErrorMessage": "The resource 'OctopusServerNodes-octo-2' was not found."}),
+        ),
+    })
+    .await;
+    let client = client_for(&server.base());
+    client
+        .delete_node("OctopusServerNodes-octo-2")
+        .await
+        .unwrap();
+    let error = client
+        .delete_node("OctopusServerNodes-octo-2")
+        .await
+        .unwrap_err();
+    assert!(matches!(error, OctopusError::NotFound { .. }), "{error:?}");
+    assert_eq!(
+        server.count(
+            "DELETE",
+            "/api/octopusservernodes/OctopusServerNodes-octo-2"
+        ),
+        2
+    );
+    assert_eq!(server.seen()[0].api_key.as_deref(), Some(KEY));
+}

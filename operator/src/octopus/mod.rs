@@ -7,7 +7,7 @@
 //! when to drain a node or turn maintenance mode on. Tests swap the trait for a fake.
 //!
 //! Routes (under the endpoint's base URL, which may carry a virtual directory):
-//! `GET /api`, `GET /api/octopusservernodes/summary`, `GET/PUT /api/octopusservernodes/{id}`,
+//! `GET /api`, `GET /api/octopusservernodes/summary`, `GET/PUT/DELETE /api/octopusservernodes/{id}`,
 //! `GET /api/octopusservernodes/ping`, `GET/PUT /api/maintenanceconfiguration`,
 //! `GET /api/tasks`, `POST /api/tasks` (or `/api/{spaceId}/tasks`),
 //! `POST /api/tasks/{id}/cancel`, `GET /api/serverstatus/health`, `GET /api/spaces`,
@@ -62,6 +62,11 @@ pub trait OctopusApi: Send + Sync {
     /// `PUT /api/octopusservernodes/{node.Id}` with the whole resource; returns Octopus's
     /// copy.
     async fn update_node(&self, node: &OctopusServerNode) -> OctopusResult<OctopusServerNode>;
+
+    /// `DELETE /api/octopusservernodes/{id}`: forgets a node's record (a node removed for
+    /// good; a running server would register itself again). A record already gone is a
+    /// 404 ([`OctopusError::NotFound`]).
+    async fn delete_node(&self, id: &str) -> OctopusResult<()>;
 
     /// `GET /api/octopusservernodes/ping` on the node this endpoint reaches: 200 (serving)
     /// and 418 (draining or offline) are both answers.

@@ -1,6 +1,6 @@
 //! Pure builders of the Kubernetes objects an `OctopusCluster` runs on: the StatefulSet of
-//! Octopus Server nodes, its headless and client Services, the shared storage claims, the
-//! backup Job and the Master Key copy kept next to each backup.
+//! Octopus Server nodes, its PodDisruptionBudget, its headless and client Services, the
+//! shared storage claims, the backup Job and the Master Key copy kept next to each backup.
 //!
 //! Owns the *shape* of those objects and the names and labels they share with the
 //! reconciler and the tests ([`names`], [`labels`]). No I/O, no async, no policy: when an
@@ -9,12 +9,13 @@
 //! except the Master Key bytes handed to [`backup::master_key_copy`], which go into the
 //! Secret's `data` and nowhere else.
 //!
-//! Ownership: the StatefulSet, the Services and the backup Job carry a controller owner
-//! reference to the cluster, so deleting the cluster garbage-collects them. The storage
-//! claims and the Master Key copies carry none on purpose: they outlive the cluster (see
-//! [`storage`] and [`backup`]).
+//! Ownership: the StatefulSet, the PodDisruptionBudget, the Services and the backup Job
+//! carry a controller owner reference to the cluster, so deleting the cluster
+//! garbage-collects them. The storage claims and the Master Key copies carry none on
+//! purpose: they outlive the cluster (see [`storage`] and [`backup`]).
 
 pub mod backup;
+pub mod disruption;
 pub mod image;
 pub mod labels;
 pub mod names;

@@ -36,6 +36,11 @@ pub fn statefulset(cluster: &str) -> String {
     cluster.to_owned()
 }
 
+/// The PodDisruptionBudget of the cluster's nodes: the cluster's own name.
+pub fn disruption_budget(cluster: &str) -> String {
+    cluster.to_owned()
+}
+
 /// The headless Service that gives every node a stable DNS name
 /// (`<node>.<cluster>-nodes.<namespace>.svc`).
 pub fn headless_service(cluster: &str) -> String {

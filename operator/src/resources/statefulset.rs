@@ -25,7 +25,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::ResourceExt;
 
 use super::{image, labels, names, owned_meta, probes, storage};
-use crate::api::{OctopusCluster, SecretKeyRef};
+use crate::api::{OctopusCluster, PodAntiAffinity as Spread, SecretKeyRef};
 
 /// Seconds a node gets to shut down after SIGTERM. The operator drains a node before it
 /// deletes its pod, so this only covers Octopus's own shutdown, not running tasks; it is
@@ -105,7 +105,7 @@ fn pod_template(cluster: &OctopusCluster, version: &str) -> PodTemplateSpec {
             image_pull_secrets: pull_secrets,
             termination_grace_period_seconds: Some(TERMINATION_GRACE_PERIOD_SECONDS),
             volumes: Some(volumes),
-            affinity: Some(spread_nodes(&name)),
+            affinity: Some(spread_nodes(&name, spec.pod_anti_affinity)),
             // Service links would inject `<SERVICE>_PORT`-style variables; a Service whose
             // name starts with "octopus-server" would produce OCTOPUS_SERVER_* variables,
             // the prefix Octopus reads its own settings from.
@@ -234,26 +234,35 @@ fn server_logs_volume() -> Volume {
     }
 }
 
-/// Prefer one node per Kubernetes node, so losing a machine costs one Octopus node; only
-/// preferred, so small clusters still schedule.
-fn spread_nodes(cluster: &str) -> Affinity {
-    Affinity {
-        pod_anti_affinity: Some(PodAntiAffinity {
+/// One node per Kubernetes node, so losing a machine costs one Octopus node: preferred by
+/// default, so small clusters still schedule; required when the spec asks (pods then stay
+/// Pending rather than share a machine).
+fn spread_nodes(cluster: &str, policy: Spread) -> Affinity {
+    let term = PodAffinityTerm {
+        label_selector: Some(LabelSelector {
+            match_labels: Some(labels::selector_labels(cluster)),
+            ..LabelSelector::default()
+        }),
+        topology_key: "kubernetes.io/hostname".to_owned(),
+        ..PodAffinityTerm::default()
+    };
+    let anti = match policy {
+        Spread::Preferred => PodAntiAffinity {
             preferred_during_scheduling_ignored_during_execution: Some(vec![
                 WeightedPodAffinityTerm {
                     weight: 100,
-                    pod_affinity_term: PodAffinityTerm {
-                        label_selector: Some(LabelSelector {
-                            match_labels: Some(labels::selector_labels(cluster)),
-                            ..LabelSelector::default()
-                        }),
-                        topology_key: "kubernetes.io/hostname".to_owned(),
-                        ..PodAffinityTerm::default()
-                    },
+                    pod_affinity_term: term,
                 },
             ]),
             ..PodAntiAffinity::default()
-        }),
+        },
+        Spread::Required => PodAntiAffinity {
+            required_during_scheduling_ignored_during_execution: Some(vec![term]),
+            ..PodAntiAffinity::default()
+        },
+    };
+    Affinity {
+        pod_anti_affinity: Some(anti),
         ..Affinity::default()
     }
 }
@@ -541,6 +550,51 @@ mod tests {
             .find(|v| v.name == names::SERVER_LOGS_VOLUME)
             .expect("server logs volume");
         assert!(logs.empty_dir.is_some());
+    }
+
+    #[test]
+    fn anti_affinity_is_preferred_unless_the_spec_requires_it() {
+        let anti = |sts: &StatefulSet| {
+            pod_spec(sts)
+                .affinity
+                .clone()
+                .and_then(|a| a.pod_anti_affinity)
+                .expect("pod anti-affinity")
+        };
+        let preferred = anti(&build(&fixtures::cluster(), "2024.1.12345", 3));
+        assert!(
+            preferred
+                .required_during_scheduling_ignored_during_execution
+                .is_none()
+        );
+        let terms = preferred
+            .preferred_during_scheduling_ignored_during_execution
+            .expect("preferred");
+        assert_eq!(
+            terms[0].pod_affinity_term.topology_key,
+            "kubernetes.io/hostname"
+        );
+
+        let mut spec = fixtures::spec();
+        spec.pod_anti_affinity = Spread::Required;
+        let required = anti(&build(&fixtures::cluster_with(spec), "2024.1.12345", 3));
+        assert!(
+            required
+                .preferred_during_scheduling_ignored_during_execution
+                .is_none()
+        );
+        let terms = required
+            .required_during_scheduling_ignored_during_execution
+            .expect("required");
+        assert_eq!(terms.len(), 1);
+        assert_eq!(terms[0].topology_key, "kubernetes.io/hostname");
+        assert_eq!(
+            terms[0]
+                .label_selector
+                .as_ref()
+                .and_then(|s| s.match_labels.clone()),
+            Some(labels::selector_labels("octo"))
+        );
     }
 
     #[test]

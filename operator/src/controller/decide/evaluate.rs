@@ -5,7 +5,7 @@
 use jiff::SignedDuration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::{Outcome, Stop, max_version, signed};
+use super::{Outcome, Stop, max_version, scale_down, signed};
 use crate::api::{BackupStatus, DrainTimeoutPolicy};
 use crate::controller::model::{Action, Decision, Observed, OctopusState, OctopusView, PodView};
 use crate::controller::reason::Reason;
@@ -39,16 +39,16 @@ pub(super) struct StepCx<'a> {
 }
 
 impl StepCx<'_> {
-    fn pod(&self, name: &str) -> Option<&PodView> {
+    pub(super) fn pod(&self, name: &str) -> Option<&PodView> {
         self.o.pods.iter().find(|p| p.name == name)
     }
 
     /// The node the step acts on (empty for cluster steps).
-    fn node(&self) -> &str {
+    pub(super) fn node(&self) -> &str {
         self.step.node.as_deref().unwrap_or_default()
     }
 
-    fn state(&self) -> Option<&OctopusState> {
+    pub(super) fn state(&self) -> Option<&OctopusState> {
         self.o.octopus.state()
     }
 
@@ -64,7 +64,8 @@ pub(super) fn evaluate(cx: &StepCx<'_>, d: &mut Decision) -> Outcome {
         && cx
             .pod(cx.node())
             .is_some_and(|p| !p.terminating && p.version.as_deref() == Some(cx.to.as_str()));
-    if traits.done_once_replaced && replaced {
+    // A scale-down does not change the version: a leaving pod on it is not replaced.
+    if traits.done_once_replaced && replaced && !cx.up.is_scale_down() {
         return Outcome::Done;
     }
     // Never act blind.
@@ -87,6 +88,8 @@ pub(super) fn evaluate(cx: &StepCx<'_>, d: &mut Decision) -> Outcome {
         StepKind::StartRest => start_rest(cx),
         StepKind::Verify => verify(cx),
         StepKind::Tentacles => Outcome::Act(Action::QueueTentacleTasks { to: cx.to.clone() }),
+        StepKind::RemoveNodes => scale_down::remove_nodes(cx),
+        StepKind::ForgetNode => scale_down::forget_node(cx),
     }
 }
 
@@ -101,6 +104,10 @@ fn maintenance(cx: &StepCx<'_>, on: bool) -> Outcome {
 fn drain(cx: &StepCx<'_>, drained: bool) -> Outcome {
     let name = cx.node();
     let Some(node) = cx.state().and_then(|s| s.node(name)) else {
+        if cx.up.is_scale_down() {
+            // A leaving node that never registered runs nothing: nothing to drain.
+            return Outcome::Done;
+        }
         return Outcome::Wait {
             reason: Reason::WaitingForNode,
             message: format!("node {name} is not registered with Octopus yet"),
@@ -111,7 +118,7 @@ fn drain(cx: &StepCx<'_>, drained: bool) -> Outcome {
         return Outcome::Done;
     }
     if drained
-        && cx.up.strategy == Some(Strategy::Rolling)
+        && (cx.up.strategy == Some(Strategy::Rolling) || cx.up.is_scale_down())
         && let Err(held) = safety::check(cx.o, Disruption::TakeNodeOut { node: name })
     {
         return Outcome::Held(held);
@@ -507,7 +514,7 @@ fn stale_nodes_wait(cx: &StepCx<'_>, name: &str, pod: Option<&PodView>) -> Optio
 }
 
 /// Octopus gave no answer: wait, saying why.
-fn octopus_wait(o: &Observed) -> Outcome {
+pub(super) fn octopus_wait(o: &Observed) -> Outcome {
     let (reason, message) = match &o.octopus {
         OctopusView::Unavailable { reason, message } => (*reason, message.clone()),
         _ => (

@@ -11,10 +11,14 @@
 //! - [`run`]: walk the recorded steps of the upgrade under way.
 //! - [`evaluate`]: what one step needs now, one function per [`StepKind`](super::steps::StepKind).
 //! - [`report`]: the conditions and the phase.
+//! - [`scale_down`]: fewer replicas: drain, remove, forget the leaving nodes.
+//! - [`evictions`]: what the PodDisruptionBudget lets through.
 
 mod evaluate;
+mod evictions;
 mod report;
 mod run;
+mod scale_down;
 mod start;
 
 use jiff::SignedDuration;
@@ -64,10 +68,17 @@ enum Outcome {
 /// A condition reason and message for Progressing.
 type Progress = (Reason, String);
 
-/// Decides what to do now.
+/// Decides what to do now, and what the PodDisruptionBudget lets through meanwhile.
 pub fn decide(o: &Observed) -> Decision {
+    let mut d = decide_steps(o);
+    d.evictions = evictions::evictions(o, &d);
+    d
+}
+
+fn decide_steps(o: &Observed) -> Decision {
     let mut d = Decision {
         statefulset: None,
+        evictions: None,
         action: None,
         requeue: Requeue::Idle,
         conditions: Vec::new(),

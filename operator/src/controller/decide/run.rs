@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::evaluate::{StepCx, evaluate};
 use super::start::{begin, guard_start};
-use super::{Outcome, Progress, Stop, max_version, report};
+use super::{Outcome, Progress, Stop, max_version, report, scale_down};
 use crate::api::UpgradeStatus;
 use crate::controller::conditions::UPGRADE_BLOCKED;
 use crate::controller::model::{Decision, Observed, Requeue, StatefulSetWant};
@@ -55,8 +55,13 @@ pub(super) fn run_upgrade(o: &Observed, mut d: Decision, mut up: Upgrade) -> Dec
     if let Some(p) = progress.as_mut()
         && o.spec.version != up.to
     {
+        let what = if up.is_scale_down() {
+            "the scale-down on".to_string()
+        } else {
+            "the upgrade to".to_string()
+        };
         p.1.push_str(&format!(
-            "; spec.version is now {} and is planned once the upgrade to {} finishes",
+            "; spec.version is now {} and is planned once {what} {} finishes",
             o.spec.version, up.to
         ));
     }
@@ -166,7 +171,12 @@ fn walk(
                 let progress = format!("{}: {}", step.label(), action.describe());
                 d.action = Some(action);
                 d.requeue = Requeue::Soon;
-                return ended(Some((Reason::Upgrading, progress)), None);
+                let reason = if up.is_scale_down() {
+                    Reason::ScalingDown
+                } else {
+                    Reason::Upgrading
+                };
+                return ended(Some((reason, progress)), None);
             }
             Outcome::Wait {
                 reason,
@@ -233,6 +243,9 @@ fn return_plan(o: &Observed, failed: &Upgrade) -> Upgrade {
 /// version in the template until every node has stopped, so no pod of the new version can
 /// appear while an old one runs.
 fn statefulset_for(up: &Upgrade, replicas: i32) -> StatefulSetWant {
+    if up.is_scale_down() {
+        return scale_down::statefulset(up, replicas);
+    }
     let started = |kind| {
         matches!(
             up.state_of(kind),

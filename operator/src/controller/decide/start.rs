@@ -4,7 +4,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::{Progress, Stop, report, run};
+use super::{Progress, Stop, report, run, scale_down};
 use crate::api::SchemaUpgradePolicy;
 use crate::controller::model::{Decision, Observed, PodView, StatefulSetWant};
 use crate::controller::reason::Reason;
@@ -55,6 +55,11 @@ pub(super) fn steady_or_start(o: &Observed, mut d: Decision, target: &OctopusVer
         (None, None) => target.clone(),
     };
     let current_template = sts.version.clone().unwrap_or_else(|| from.to_string());
+    // Fewer replicas: the leaving nodes go first, drained, on what the cluster runs; a
+    // version change in the same edit is planned after, for the nodes that stay.
+    if let Some(up) = scale_down::plan(o, sts, &current_template) {
+        return run::run_upgrade(o, d, up);
+    }
     let all_on_target = live
         .iter()
         .all(|p| p.version.as_deref() == Some(&o.spec.version))

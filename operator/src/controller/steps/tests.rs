@@ -51,6 +51,8 @@ fn the_serialised_names_are_the_ones_status_has_always_used() {
             "verify",
             "maintenance-off",
             "tentacles",
+            "remove-nodes",
+            "forget-node",
         ]
     );
     let states: Vec<&str> = StepState::iter().map(StepState::as_str).collect();

@@ -18,8 +18,8 @@ pub use crate::controller::conditions::{
 };
 pub use crate::controller::decide::{HEARTBEAT_AGE_OUT, decide, phase};
 pub use crate::controller::model::{
-    Action, CondWant, ContainerExit, Decision, JobView, Observed, OctopusNode, OctopusState,
-    OctopusView, PodView, Requeue, StatefulSetView, StatefulSetWant, TaskView,
+    Action, CondWant, ContainerExit, Decision, Evictions, JobView, Observed, OctopusNode,
+    OctopusState, OctopusView, PodView, Requeue, StatefulSetView, StatefulSetWant, TaskView,
 };
 pub use crate::controller::reason::Reason;
 pub use crate::controller::safety::{self, Disruption, Predicate};
@@ -96,6 +96,7 @@ pub fn spec(version: &str, replicas: i32) -> OctopusClusterSpec {
         task_cap: None,
         resources: None,
         storage: StorageSpec::default(),
+        pod_anti_affinity: crate::api::PodAntiAffinity::Preferred,
         api: None,
         upgrade: UpgradeSpec::default(),
         tentacles: None,
@@ -171,6 +172,9 @@ pub fn steady(version: &str, n: u32) -> Observed {
             maintenance: false,
             running_tasks: Vec::new(),
         }),
+        // Closed, as the budget is once an upgrade began: a single hand-built decision
+        // shows what the operator does next (the simulated world models the budget).
+        evictions: Some(Evictions::None),
         backup_job: None,
         master_key_copy: false,
         now: t0(),

@@ -9,13 +9,17 @@
 //!   upgrades through it, checking invariants at every moment.
 //! - [`properties`]: properties over random observations and randomised walks.
 //! - [`resume`]: status written by an earlier operator (JSON fixtures) decodes and resumes.
+//! - [`evictions`], [`scale_down`]: the PodDisruptionBudget against evictions, and the
+//!   drained scale-down, walked through the simulated world.
 
 mod cases;
+mod evictions;
 pub(super) mod fixtures;
 mod predicates;
 mod properties;
 mod restarts;
 mod resume;
+mod scale_down;
 mod sim;
 mod stops;
 mod walks;

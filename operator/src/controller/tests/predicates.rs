@@ -17,6 +17,7 @@ fn predicates_are_checked_in_their_table_order() {
             "BackupTaken",
             "NoOtherSchemaRunning",
             "NotBelowSchema",
+            "EvictionsBlocked",
         ]
     );
 }
@@ -48,6 +49,7 @@ fn each_predicate_holds_back_what_it_names() {
     };
     let take = Disruption::TakeNodeOut { node: &name2 };
     let replace = Disruption::ReplacePod { node: &name2 };
+    let remove = Disruption::RemoveNode { node: &name2 };
     let start_v1 = Disruption::StartVersion { version: &v1 };
     let start_v2 = Disruption::StartVersion { version: &v2 };
 
@@ -249,6 +251,62 @@ fn each_predicate_holds_back_what_it_names() {
                 o.status.schema_version = Some(V2.into());
             }),
             Some("NotBelowSchema"),
+        ),
+        (
+            "the budget still lets an eviction through",
+            Box::new(replaceable),
+            take,
+            Box::new(|o| o.evictions = Some(Evictions::One)),
+            Some("EvictionsBlocked"),
+        ),
+        (
+            "no budget yet",
+            Box::new(replaceable),
+            replace,
+            Box::new(|o| o.evictions = None),
+            Some("EvictionsBlocked"),
+        ),
+        (
+            "starting pods needs no closed budget",
+            Box::new(|| steady(V1, 3)),
+            start_v1,
+            Box::new(|o| o.evictions = Some(Evictions::One)),
+            None,
+        ),
+        (
+            "removing a drained idle node",
+            Box::new(replaceable),
+            remove,
+            Box::new(|o| o.evictions = Some(Evictions::One)),
+            None,
+        ),
+        (
+            "removing a node that never registered",
+            Box::new(replaceable),
+            remove,
+            Box::new(|o| state_mut(o).nodes.retain(|n| n.name != "octo-2")),
+            None,
+        ),
+        (
+            "removing a node that is not drained",
+            Box::new(replaceable),
+            remove,
+            Box::new(|o| node_mut(o, "octo-2").drained = false),
+            Some("NodeDrainedAndIdle"),
+        ),
+        (
+            "removing a node that still runs a task",
+            Box::new(replaceable),
+            remove,
+            Box::new(|o| state_mut(o).running_tasks.push(task("t1", Some(2)))),
+            Some("NodeDrainedAndIdle"),
+        ),
+        (
+            "removing blind",
+            Box::new(replaceable),
+            remove,
+            Box::new(|o| o.octopus = unavailable()),
+            Some("OctopusReachable"),
         ),
     ];
     let mut failures = Vec::new();

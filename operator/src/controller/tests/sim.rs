@@ -81,6 +81,10 @@ pub struct Sim {
     pub status: OctopusClusterStatus,
     pub missing_secrets: Vec<String>,
     pub sts: Option<StatefulSetView>,
+    /// The PodDisruptionBudget as last applied.
+    pub pdb: Option<Evictions>,
+    /// Evictions the budget refused (`evict`).
+    pub evictions_refused: u32,
     pub pods: BTreeMap<u32, PodView>,
     /// Nodes registered with Octopus: like their drain flag, they live in the database.
     pub nodes: BTreeMap<String, OctopusNode>,
@@ -129,6 +133,8 @@ impl Sim {
             status: OctopusClusterStatus::default(),
             missing_secrets: Vec::new(),
             sts: None,
+            pdb: None,
+            evictions_refused: 0,
             pods: BTreeMap::new(),
             nodes: BTreeMap::new(),
             maintenance: false,
@@ -196,6 +202,47 @@ impl Sim {
             ordinal.map(pod_name).unwrap_or_default()
         ));
         id
+    }
+
+    /// `kubectl drain` (or the autoscaler) evicts a pod through the Eviction API: refused
+    /// (false) unless the budget the operator applied lets it through, as the API server
+    /// and the disruption controller decide it (`maxUnavailable` against the StatefulSet's
+    /// replicas; a pod that is not ready only while the budget holds, IfHealthyBudget).
+    pub fn evict(&mut self, ordinal: u32) -> bool {
+        let name = pod_name(ordinal);
+        let Some(pod) = self.pods.get(&ordinal).filter(|p| !p.terminating) else {
+            return false;
+        };
+        let pod_healthy = pod.ready;
+        let allowed = match self.pdb {
+            None => true,
+            Some(budget) => {
+                let expected = self.sts.as_ref().map_or(0, |s| s.replicas);
+                let healthy = i32::try_from(
+                    self.pods
+                        .values()
+                        .filter(|p| p.ready && !p.terminating)
+                        .count(),
+                )
+                .expect("few");
+                let desired = expected - budget.max_unavailable();
+                if pod_healthy {
+                    healthy - desired > 0
+                } else {
+                    healthy >= desired
+                }
+            }
+        };
+        if allowed {
+            if let Some(p) = self.pods.get_mut(&ordinal) {
+                p.terminating = true;
+            }
+            self.event(format!("evicted:{name}"));
+        } else {
+            self.evictions_refused += 1;
+            self.event(format!("eviction-refused:{name}"));
+        }
+        allowed
     }
 
     pub fn event(&mut self, what: String) {
@@ -268,6 +315,7 @@ impl Sim {
             octopus,
             backup_job,
             master_key_copy,
+            evictions: self.pdb,
             now: self.now,
         }
     }
@@ -279,6 +327,12 @@ impl Sim {
         let d = decide(&o);
         self.log_decision(&d, kill);
         self.check_decision(&o, &d);
+        if let Some(evictions) = d.evictions
+            && self.pdb != Some(evictions)
+        {
+            self.event(format!("pdb:{}", evictions.max_unavailable()));
+            self.pdb = Some(evictions);
+        }
         if let Some(want) = &d.statefulset {
             self.apply_statefulset(want);
             self.check_world("after applying the StatefulSet");
@@ -398,6 +452,19 @@ impl Sim {
             Action::QueueTentacleTasks { .. } => {
                 self.tentacle_queues += 1;
                 self.event("tentacles".into());
+            }
+            Action::DeleteNodeRecord { node_id, node } => {
+                let found = self.nodes.values().find(|n| n.id == *node_id).cloned();
+                match found {
+                    Some(n) if n.name == *node => {
+                        if self.pods.values().any(|p| p.name == *node) {
+                            self.violation(format!("forgot node {node} while its pod runs"));
+                        }
+                        self.nodes.remove(node);
+                    }
+                    _ => self.violation(format!("deleted unknown node record {node_id}")),
+                }
+                self.event(format!("node-record-deleted:{node}"));
             }
         }
     }
