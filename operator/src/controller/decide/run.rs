@@ -56,9 +56,9 @@ pub(super) fn run_upgrade(o: &Observed, mut d: Decision, mut up: Upgrade) -> Dec
         && o.spec.version != up.to
     {
         let what = if up.is_scale_down() {
-            "the scale-down on".to_string()
+            "the scale-down on"
         } else {
-            "the upgrade to".to_string()
+            "the upgrade to"
         };
         p.1.push_str(&format!(
             "; spec.version is now {} and is planned once {what} {} finishes",
