@@ -118,6 +118,7 @@ prop_compose! {
             prop::option::of((any::<bool>(), any::<bool>())),
             any::<bool>(),
         ),
+        budget in 0usize..3,
     ) -> Observed {
         let (schema, last_backup, generation, stopped) = status;
         let (paused, missing, approved, automatic, backup_kind, cancel) = knobs;
@@ -198,6 +199,7 @@ prop_compose! {
             completed_at: None,
         });
         o.master_key_copy = copy;
+        o.evictions = [Some(Evictions::None), Some(Evictions::One), None][budget];
         o
     }
 }
@@ -290,7 +292,25 @@ pub fn check_decision_properties(o: &Observed, d: &Decision) -> Result<(), TestC
             prop_assert_eq!(state.tasks_on(name).count(), 0);
             others_serving(o, name)?;
         }
+        // A node record goes only with its pod, and never blind.
+        Some(Action::DeleteNodeRecord { node, .. }) => {
+            prop_assert!(o.octopus.state().is_some(), "forgetting {node} blind");
+            prop_assert!(!o.pods.iter().any(|p| p.name == *node), "{node} still runs");
+        }
         _ => {}
+    }
+    // No eviction can take a node beside one the operator takes out: a pod is replaced
+    // only while the budget it saw lets none through, and an upgrade under way keeps it
+    // closed.
+    if matches!(d.action, Some(Action::DeletePod(_))) {
+        prop_assert_eq!(o.evictions, Some(Evictions::None));
+    }
+    if d.upgrade.as_ref().is_some_and(|u| u.finished_at.is_none()) {
+        prop_assert!(
+            d.evictions.is_none_or(|e| e == Evictions::None),
+            "{:?} during an upgrade",
+            d.evictions
+        );
     }
     let rolling = d
         .upgrade
@@ -439,5 +459,43 @@ proptest! {
                 }
             }
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(40))]
+
+    /// Scale-downs of random sizes, with random work and one kill anywhere: the leaving
+    /// nodes' tasks always finish, the nodes that stay always serve, and no record of a
+    /// removed node is left in Octopus.
+    #[test]
+    fn prop_randomised_scale_downs_stay_safe_and_forget_the_removed_nodes(
+        (from, to) in proptest::strategy::Strategy::prop_flat_map(2u32..=4, |from| (Just(from), 1..from)),
+        spawn_every in prop::option::of(1u32..6),
+        task_ticks in 1u32..8,
+        kill in prop::option::of((0u32..40, any::<bool>())),
+    ) {
+        let setup = move || {
+            let mut sim = Sim::steady(V1, from);
+            sim.spawn_every = spawn_every;
+            sim.task_ticks = task_ticks;
+            sim.add_task(Some(from - 1), task_ticks);
+            sim.change_spec(|s| s.replicas = i32::try_from(to).expect("small"));
+            sim.expect = Expect::new(Strategy::Rolling, V1, V1, to);
+            sim
+        };
+        let mut sim = setup();
+        if let Some((k, before_record)) = kill {
+            for _ in 0..k {
+                sim.step(Kill::Never);
+            }
+            sim.step(if before_record { Kill::BeforeRecord } else { Kill::AfterApply });
+        }
+        if let Err(e) = sim.try_run(500) {
+            return Err(TestCaseError::fail(format!("{e}\n{}", sim.story())));
+        }
+        sim.assert_converged(V1);
+        let kept: Vec<String> = (0..to).map(pod_name).collect();
+        prop_assert_eq!(sim.nodes.keys().cloned().collect::<Vec<_>>(), kept);
     }
 }
