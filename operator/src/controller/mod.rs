@@ -302,9 +302,18 @@ async fn apply(cached: &OctopusCluster, ctx: &Context) -> Result<Requeue, Error>
 /// Before the cluster goes: release what an unfinished upgrade holds in Octopus (server
 /// maintenance mode, drained nodes), so the database is not left locked for whoever uses
 /// it next. Owned objects then go by garbage collection; storage claims stay.
-async fn cleanup(cluster: &OctopusCluster, ctx: &Context) -> Result<Requeue, Error> {
-    let ns = cluster.namespace().unwrap_or_default();
-    ctx.metrics.forget_cluster(&ns, &cluster.name_any());
+async fn cleanup(cached: &OctopusCluster, ctx: &Context) -> Result<Requeue, Error> {
+    let ns = cached.namespace().unwrap_or_default();
+    ctx.metrics.forget_cluster(&ns, &cached.name_any());
+    // The cache may lag the status write that recorded an upgrade a moment ago (its first
+    // step, maintenance-on, may already have run): release by the object itself.
+    let Some(fresh) = Api::<OctopusCluster>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&cached.name_any())
+        .await?
+    else {
+        return Ok(Requeue::await_change());
+    };
+    let cluster = &fresh;
     let upgrade = cluster
         .status
         .as_ref()
