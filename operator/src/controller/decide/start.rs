@@ -132,16 +132,18 @@ fn drifted_patch(pods: &[OctopusVersion], target: &OctopusVersion) -> Option<Oct
 }
 
 /// Whether an upgrade to spec.version changes the server version, as opposed to
-/// correcting drift: the operator has not yet set the template to it, and no finished
-/// upgrade went to it. The Tentacle/Calamari follow-up is queued only then.
+/// correcting drift: the template does not name it yet, no finished upgrade went to it,
+/// and status did not last see every node on it. The Tentacle/Calamari follow-up is
+/// queued only then.
 fn moves_server(o: &Observed, template: Option<&str>) -> bool {
+    let target = Some(o.spec.version.as_str());
     let last_to = o
         .status
         .upgrade
         .as_ref()
         .filter(|u| u.finished_at.is_some())
         .map(|u| u.to.as_str());
-    template != Some(o.spec.version.as_str()) && last_to != Some(o.spec.version.as_str())
+    template != target && last_to != target && o.status.current_version.as_deref() != target
 }
 
 /// No upgrade needed: the StatefulSet runs the target with the desired nodes, unless
