@@ -39,7 +39,6 @@ use tracing::{info, instrument, warn};
 
 use crate::api::OctopusCluster;
 use crate::octopus::{CallObserver, OctopusApi, OctopusClient, OctopusEndpoint, OctopusError};
-use crate::planner::Strategy;
 use crate::process::probes::Health;
 use crate::resources::labels;
 use reason::Reason;
@@ -314,14 +313,14 @@ async fn cleanup(cached: &OctopusCluster, ctx: &Context) -> Result<Requeue, Erro
         return Ok(Requeue::await_change());
     };
     let cluster = &fresh;
-    let upgrade = cluster
+    let unfinished = cluster
         .status
         .as_ref()
         .and_then(|s| s.upgrade.as_ref())
-        .filter(|u| u.finished_at.is_none());
-    let Some(upgrade) = upgrade else {
+        .is_some_and(|u| u.finished_at.is_none());
+    if !unfinished {
         return Ok(Requeue::await_change());
-    };
+    }
     let observe::Observation { observed, api, .. } = observe::observe(ctx, cluster).await?;
     if matches!(observed.octopus, model::OctopusView::NoReadyNode) {
         // No node runs, so nobody can answer; waiting would only delay the deletion.
@@ -338,16 +337,8 @@ async fn cleanup(cached: &OctopusCluster, ctx: &Context) -> Result<Requeue, Erro
     let result = async {
         let api = api.ok_or(Error::NoOctopusApi)?;
         let state = observed.octopus.state().ok_or(Error::NoOctopusApi)?;
-        let stop_the_world = upgrade.strategy.as_deref().map(str::parse::<Strategy>)
-            == Some(Ok(Strategy::StopTheWorld));
-        if state.maintenance && stop_the_world {
-            api.set_maintenance(false).await?;
-        }
-        for node in state.nodes.iter().filter(|n| n.drained) {
-            let ours = stop_the_world || upgrade.node.as_deref() == Some(node.name.as_str());
-            if ours {
-                api.set_node_drain(&node.id, false).await?;
-            }
+        for action in decide::release(&observed.status, state) {
+            act::perform(ctx, cluster, Some(api.as_ref()), &action).await?;
         }
         Ok::<_, Error>(())
     }

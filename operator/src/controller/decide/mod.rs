@@ -11,8 +11,10 @@
 //! - [`run`]: walk the recorded steps of the upgrade under way.
 //! - [`evaluate`]: what one step needs now, one function per [`StepKind`](super::steps::StepKind).
 //! - [`report`]: the conditions and the phase.
+//! - [`release`]: what deletion releases in Octopus.
 
 mod evaluate;
+mod release;
 mod report;
 mod run;
 mod start;
@@ -20,6 +22,7 @@ mod start;
 use jiff::SignedDuration;
 
 pub use evaluate::{CRASH_RESTARTS, HEARTBEAT_AGE_OUT};
+pub use release::release;
 pub use report::phase;
 
 use super::model::{Action, Decision, Observed, Requeue};

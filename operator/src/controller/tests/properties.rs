@@ -267,6 +267,17 @@ pub fn check_decision_properties(o: &Observed, d: &Decision) -> Result<(), TestC
     }
     if d.action.is_some() {
         prop_assert_eq!(d.requeue, Requeue::Soon);
+        // Only from a saved record: a new upgrade's plan is written before it acts.
+        let saved = o
+            .status
+            .upgrade
+            .as_ref()
+            .filter(|u| u.finished_at.is_none());
+        prop_assert!(
+            saved.is_some_and(|u| d.upgrade.as_ref().map(|n| &n.started_at) == Some(&u.started_at)),
+            "{:?} for an upgrade not recorded yet",
+            d.action
+        );
     }
 
     match &d.action {

@@ -583,6 +583,31 @@ impl Sim {
         self.check_released();
     }
 
+    /// The cluster is deleted now: the finalizer's cleanup reads the saved status and
+    /// releases what it names. Returns what Octopus still holds afterwards (nothing can be
+    /// released while no node runs: the operator says so with an Event).
+    pub fn delete(&mut self) -> Option<String> {
+        if !self.pods.values().any(|p| p.ready) {
+            return None;
+        }
+        let state = self.octopus_state();
+        for action in crate::controller::decide::release(&self.status, &state) {
+            self.perform(&action);
+        }
+        let drained: Vec<&str> = self
+            .nodes
+            .values()
+            .filter(|n| n.drained)
+            .map(|n| n.name.as_str())
+            .collect();
+        (self.maintenance || !drained.is_empty()).then(|| {
+            format!(
+                "after deletion: maintenance {}, drained {drained:?}",
+                self.maintenance
+            )
+        })
+    }
+
     /// Octopus holds maintenance mode or a drained node only while status records the
     /// unfinished upgrade that will release it (and that deletion's cleanup reads).
     pub fn check_released(&mut self) {
