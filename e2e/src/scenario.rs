@@ -276,7 +276,8 @@ impl Scenario {
             .unwrap_or_default()
     }
 
-    /// The Events about cluster `name`, as (name, resourceVersion, reason): a new Event or
+    /// The Events about OctopusCluster `name` (not its StatefulSet or Services, which share
+    /// the name), as (name, resourceVersion, reason): a new Event or
     /// a repeat folded into a series both show as a change here.
     pub async fn events_about(&self, name: &str) -> Result<Vec<(String, String, String)>> {
         let api: Api<k8s_openapi::api::events::v1::Event> = self.ns.api();
@@ -286,9 +287,9 @@ impl Scenario {
             .items
             .into_iter()
             .filter(|e| {
-                e.regarding
-                    .as_ref()
-                    .is_some_and(|r| r.name.as_deref() == Some(name))
+                e.regarding.as_ref().is_some_and(|r| {
+                    r.kind.as_deref() == Some("OctopusCluster") && r.name.as_deref() == Some(name)
+                })
             })
             .map(|e| {
                 (
