@@ -5,7 +5,9 @@
 //! back once as a typed [`Upgrade`]. Each reconcile walks it from the first unfinished
 //! step: a step is *done* when observation says so (never because the operator did
 //! something before), otherwise it yields one idempotent action, a wait, a hold by a
-//! safety predicate, or a stop. Every stop has a [`Reason`].
+//! safety predicate, or a stop. Every stop has a [`Reason`]. A new upgrade is first only
+//! recorded (no action): its first step runs from the saved record, so nothing in Octopus
+//! is ever changed by an upgrade that status does not name.
 //!
 //! - [`start`]: no upgrade under way: create, hold steady, or plan one behind its gates.
 //! - [`run`]: walk the recorded steps of the upgrade under way.

@@ -122,8 +122,8 @@ pub(super) fn steady_or_start(o: &Observed, mut d: Decision, target: &OctopusVer
     run::record_plan(o, d, upgrade)
 }
 
-/// A pod version on the target's schema line other than the target, when every pod runs
-/// the target or the line's versions (the oldest pod is not below the target).
+/// The highest pod version on the target's schema line other than the target: where a
+/// drift correction rolls from when no pod is below the target.
 fn drifted_patch(pods: &[OctopusVersion], target: &OctopusVersion) -> Option<OctopusVersion> {
     pods.iter()
         .filter(|v| v.schema_line() == target.schema_line() && *v != target)
