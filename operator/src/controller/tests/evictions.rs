@@ -52,25 +52,37 @@ fn a_node_drained_by_hand_in_octopus_closes_the_budget() {
 #[test]
 fn the_budget_closes_before_the_first_node_of_a_roll_goes_out() {
     let mut sim = rolling_sim(V1, V1_PATCH, 3);
-    let d = sim.reconcile(Kill::Never);
-    // The budget is applied closed in the same reconcile, but the drain waits until it is
-    // seen closed: an eviction could have landed after the pods were read.
+    // The reconcile that records the plan closes the budget; the drain comes after.
+    let d = sim.step(Kill::Never);
     assert_eq!(d.action, None, "{d:?}");
     assert_eq!(d.evictions, Some(Evictions::None));
-    assert_cond(&d, PROGRESSING, true, "WaitingForEvictionsBlocked");
-    assert_eq!(
-        sim.status
-            .upgrade
-            .as_ref()
-            .and_then(|u| u.held_by.as_ref())
-            .map(|h| h.predicate.as_str()),
-        Some("EvictionsBlocked")
-    );
-    sim.tick();
     let d = sim.reconcile(Kill::Never);
     assert_eq!(d.action, Some(drain(2, true)), "{}", sim.story());
     let t = &sim.timeline;
     assert!(pos(t, "pdb:0") < pos(t, "drain:octo-2"));
+}
+
+/// An upgrade recorded before the operator owned a budget (an operator upgraded mid-roll)
+/// holds its next drain until the budget it reads is closed.
+#[test]
+fn a_drain_waits_until_the_budget_is_seen_closed() {
+    let mut o = steady(V1, 3);
+    o.spec.version = V1_PATCH.into();
+    o.status.upgrade = upgrade_record(V1, V1_PATCH, 3, 0, t0());
+    for seen in [None, Some(Evictions::One)] {
+        o.evictions = seen;
+        let d = decide(&o);
+        assert_eq!(d.action, None, "{seen:?}: {d:?}");
+        assert_eq!(d.evictions, Some(Evictions::None));
+        assert_cond(&d, PROGRESSING, true, "WaitingForEvictionsBlocked");
+        let held = d.upgrade.as_ref().and_then(|u| u.held_by.clone());
+        assert_eq!(
+            held.map(|h| h.predicate),
+            Some("EvictionsBlocked".to_string())
+        );
+    }
+    o.evictions = Some(Evictions::None);
+    assert_eq!(decide(&o).action, Some(drain(2, true)));
 }
 
 #[test]

@@ -8,11 +8,13 @@
 //! - [`sim`]: a tiny simulated world; [`walks`], [`stops`] and [`restarts`] walk whole
 //!   upgrades through it, checking invariants at every moment.
 //! - [`properties`]: properties over random observations and randomised walks.
+//! - [`drift`]: drift within a schema line is corrected once, then nothing is written.
 //! - [`resume`]: status written by an earlier operator (JSON fixtures) decodes and resumes.
 //! - [`evictions`], [`scale_down`]: the PodDisruptionBudget against evictions, and the
 //!   drained scale-down, walked through the simulated world.
 
 mod cases;
+mod drift;
 mod evictions;
 pub(super) mod fixtures;
 mod predicates;

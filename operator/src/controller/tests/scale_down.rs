@@ -37,7 +37,11 @@ fn scale_down_drains_waits_for_tasks_removes_then_forgets_highest_first() {
             "forget-node octo-1"
         ]
     );
+    // The plan is recorded first, the budget closed; nothing changes yet.
+    assert_eq!((d.statefulset.clone(), d.action.clone()), (None, None));
+    assert_eq!(d.evictions, Some(Evictions::None));
     // Nothing leaves before it is drained.
+    let d = sim.step(Kill::Never);
     assert_eq!(d.statefulset, want(V1, 3));
     sim.run(100);
     sim.assert_converged(V1);
