@@ -198,7 +198,11 @@ async fn eviction_during_a_patch_roll_is_refused() {
             is_budget_refusal(&answer),
             "octo-0 evicted during {step} {node}: {answer:?}"
         );
-        refused_during.push(format!("{step} {node}"));
+        refused_during.push(if step.is_empty() {
+            "the plan recorded".to_string()
+        } else {
+            format!("{step} {node}")
+        });
         assert!(
             tokio::time::Instant::now() < deadline,
             "the roll took too long"
