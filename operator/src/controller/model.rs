@@ -13,6 +13,9 @@ use crate::api::{BackupStatus, OctopusClusterSpec, OctopusClusterStatus, Upgrade
 pub struct Observed {
     /// Cluster name (= StatefulSet name; pods are `<name>-<ordinal>`).
     pub name: String,
+    /// The cluster object's UID: part of an upgrade attempt's identity, so a cluster
+    /// recreated under the same name never takes an old attempt's Master Key copy.
+    pub uid: String,
     pub generation: i64,
     pub spec: OctopusClusterSpec,
     /// Status as the operator last wrote it: where an upgrade stands.
@@ -208,10 +211,13 @@ pub enum Action {
     CopyMasterKey {
         from: String,
         to: String,
+        /// The upgrade attempt the backup belongs to.
+        attempt: Option<String>,
     },
     CreateBackupJob {
         from: String,
         to: String,
+        attempt: Option<String>,
     },
     QueueTentacleTasks {
         to: String,
@@ -259,9 +265,12 @@ impl Action {
             Self::CopyMasterKey { from, .. } => {
                 format!("Keeping a copy of the Master Key for the backup of {from}")
             }
-            Self::CreateBackupJob { from, to } => {
-                format!("Starting the database backup before upgrading {from} -> {to}")
-            }
+            Self::CreateBackupJob { from, to, attempt } => match attempt {
+                Some(a) => format!(
+                    "Starting the database backup before upgrading {from} -> {to} (attempt {a})"
+                ),
+                None => format!("Starting the database backup before upgrading {from} -> {to}"),
+            },
             Self::QueueTentacleTasks { to } => {
                 format!("Queueing Tentacle/Calamari updates after the upgrade to {to}")
             }

@@ -137,13 +137,10 @@ pub async fn observe(ctx: &Context, cluster: &OctopusCluster) -> Result<Observat
     let (backup_job, master_key_copy) = match upgrade {
         Some(u) if u.has(StepKind::Backup) => {
             let job = Api::<Job>::namespaced(ctx.client.clone(), &ns)
-                .get_opt(&names::backup_job(&name, &u.from, &u.to))
+                .get_opt(&u.backup_job(&name))
                 .await?
                 .map(|j| job_view(&j));
-            let copy = secrets
-                .get_opt(&names::master_key_copy(&name, &u.from, &u.to))
-                .await?
-                .is_some();
+            let copy = secrets.get_opt(&u.master_key_copy(&name)).await?.is_some();
             (job, copy)
         }
         _ => (None, false),
@@ -151,6 +148,7 @@ pub async fn observe(ctx: &Context, cluster: &OctopusCluster) -> Result<Observat
 
     let observed = Observed {
         name,
+        uid: cluster.uid().unwrap_or_default(),
         generation: cluster.metadata.generation.unwrap_or_default(),
         spec: cluster.spec.clone(),
         status: cluster.status.clone().unwrap_or_default(),

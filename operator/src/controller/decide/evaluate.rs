@@ -12,7 +12,6 @@ use crate::controller::reason::Reason;
 use crate::controller::safety::{self, Disruption};
 use crate::controller::steps::{PlannedStep, StepKind, Upgrade};
 use crate::planner::Strategy;
-use crate::resources;
 
 /// Restarts after which a starting node counts as failed rather than slow.
 pub const CRASH_RESTARTS: i32 = 3;
@@ -229,17 +228,20 @@ fn verify_version(cx: &StepCx<'_>) -> Outcome {
     }
 }
 
-/// Keep the Master Key, run the backup Job, record it.
+/// Keep the Master Key, run the backup Job, record it: all of this attempt's own. A backup
+/// recorded by an earlier attempt of the same versions is not this attempt's: the database
+/// has run (and maybe changed) since, and the Job of that attempt has another name.
 fn backup(cx: &StepCx<'_>, d: &mut Decision) -> Outcome {
     let (o, up) = (cx.o, cx.up);
     let backup = o.spec.upgrade.backup.as_ref();
     if backup.and_then(|b| b.skip).unwrap_or(false) {
         return Outcome::Done;
     }
+    let attempt = up.attempt.as_deref();
     let recorded = d
         .last_backup
         .as_ref()
-        .is_some_and(|b| b.from_version == up.from && b.to_version == up.to);
+        .is_some_and(|b| b.is_of(&up.from, &up.to, attempt));
     if recorded {
         return Outcome::Done;
     }
@@ -247,12 +249,14 @@ fn backup(cx: &StepCx<'_>, d: &mut Decision) -> Outcome {
         return Outcome::Act(Action::CopyMasterKey {
             from: up.from.clone(),
             to: up.to.clone(),
+            attempt: up.attempt.clone(),
         });
     }
     match &o.backup_job {
         None => Outcome::Act(Action::CreateBackupJob {
             from: up.from.clone(),
             to: up.to.clone(),
+            attempt: up.attempt.clone(),
         }),
         Some(job) if job.failed => Outcome::Stop(Stop::new(
             Reason::BackupFailed,
@@ -267,9 +271,8 @@ fn backup(cx: &StepCx<'_>, d: &mut Decision) -> Outcome {
                 job_name: job.name.clone(),
                 from_version: up.from.clone(),
                 to_version: up.to.clone(),
-                master_key_secret: Some(resources::names::master_key_copy(
-                    &o.name, &up.from, &up.to,
-                )),
+                attempt: up.attempt.clone(),
+                master_key_secret: Some(up.master_key_copy(&o.name)),
                 completed_at: Some(Time(job.completed_at.unwrap_or(o.now))),
             });
             Outcome::Done

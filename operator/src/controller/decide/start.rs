@@ -12,6 +12,7 @@ use crate::controller::safety::{self, Disruption};
 use crate::controller::steps::{PlannedStep, StepKind, StepState, Upgrade};
 use crate::controller::window;
 use crate::planner::{self, PlanRequest, Strategy};
+use crate::resources::names;
 use crate::version::OctopusVersion;
 
 /// No upgrade under way: create, hold steady, or start one.
@@ -224,6 +225,8 @@ pub(super) fn begin(
     steps: Vec<PlannedStep>,
 ) -> Upgrade {
     Upgrade {
+        // Before any action: every reconcile of this attempt names its backup alike.
+        attempt: Some(names::attempt(&o.uid, o.generation, &from, &to)),
         from,
         to,
         change: change.to_string(),

@@ -32,6 +32,8 @@ pub use strum::IntoEnumIterator;
 // ------------------------------------------------------------------------------ fixtures
 
 pub const NAME: &str = "octo";
+/// The cluster object's UID.
+pub const UID: &str = "0b5e7c2a-4d1f-4e8a-9c3b-6f2d1a0e9b7c";
 /// The version the clusters run.
 pub const V1: &str = "2024.1.10";
 /// A patch of [`V1`]: rolls.
@@ -152,6 +154,7 @@ pub fn steady(version: &str, n: u32) -> Observed {
     let replicas = i32::try_from(n).expect("small");
     Observed {
         name: NAME.into(),
+        uid: UID.into(),
         generation: 1,
         spec: spec(version, replicas),
         status: OctopusClusterStatus {
@@ -242,6 +245,8 @@ pub fn upgrade_record(
         to: to.into(),
         change: plan.change.as_str().into(),
         strategy: plan.strategy,
+        // As recorded before attempts existed; `begin` gives new records one.
+        attempt: None,
         step: steps.get(done).map(|s| s.kind),
         node: steps.get(done).and_then(|s| s.node.clone()),
         started_at: Some(Time(started)),
