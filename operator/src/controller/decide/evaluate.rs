@@ -5,7 +5,7 @@
 use jiff::SignedDuration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::{Outcome, Stop, max_version, signed};
+use super::{Outcome, Stop, max_version, restore, signed};
 use crate::api::{BackupStatus, DrainTimeoutPolicy};
 use crate::controller::model::{Action, Decision, Observed, OctopusState, OctopusView, PodView};
 use crate::controller::reason::Reason;
@@ -445,9 +445,8 @@ fn wait_node_ready(cx: &StepCx<'_>, name: &str, first_after_migration: bool) -> 
                 format!(
                     "node {name} {why} on {version} while upgrading the database schema. The \
                      database may be partly migrated: no other node is started. Read the pod's \
-                     logs; to go back, restore the backup recorded in status.lastBackup (with \
-                     its Master Key copy) and set spec.version to the old version; to retry, \
-                     fix the cause and change the spec"
+                     logs; {}; to retry, fix the cause and change the spec",
+                    restore::way_back(cx.o, cx.up)
                 ),
             )
         } else {

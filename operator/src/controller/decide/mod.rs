@@ -11,9 +11,12 @@
 //! - [`run`]: walk the recorded steps of the upgrade under way.
 //! - [`evaluate`]: what one step needs now, one function per [`StepKind`](super::steps::StepKind).
 //! - [`report`]: the conditions and the phase.
+//! - [`restore`]: no old node on a database that may be migrated (the way back after a
+//!   failed migration, a template edited below the schema).
 
 mod evaluate;
 mod report;
+mod restore;
 mod run;
 mod start;
 

@@ -9,6 +9,8 @@
 //!   upgrades through it, checking invariants at every moment.
 //! - [`properties`]: properties over random observations and randomised walks.
 //! - [`resume`]: status written by an earlier operator (JSON fixtures) decodes and resumes.
+//! - [`way_back`]: after a failed migration: a backup per attempt, the acknowledged way
+//!   back, a template edited below the schema.
 
 mod cases;
 pub(super) mod fixtures;
@@ -19,3 +21,4 @@ mod resume;
 mod sim;
 mod stops;
 mod walks;
+mod way_back;

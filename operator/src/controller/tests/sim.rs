@@ -609,6 +609,18 @@ impl Sim {
                 }
             }
             Some(Strategy::StopTheWorld) => {
+                // The acknowledged way back after a failed migration (the database was
+                // restored) may go back to the old version; a later attempt starts afresh.
+                let returning = (self.spec.version == self.expect.from
+                    && self.spec.upgrade.restored_backup.is_some())
+                    || self
+                        .status
+                        .upgrade
+                        .as_ref()
+                        .is_some_and(|u| typed(u).is_return());
+                if returning {
+                    self.new_template_started = false;
+                }
                 if let Some(sts) = self.sts.clone() {
                     let template = sts.version.clone().unwrap_or_default();
                     let full = i32::try_from(self.expect.replicas).expect("small");

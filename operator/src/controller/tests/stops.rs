@@ -132,8 +132,12 @@ fn lifting_a_stop_restarts_the_step_timer() {
 fn setting_the_old_version_back_after_a_failed_migration_is_followed() {
     let (mut sim, _) = failed_migration();
     // As the message says: restore the backup (outside the operator), then set
-    // spec.version to the old version.
-    sim.change_spec(|s| s.version = V1.into());
+    // spec.version to the old version and name the restored backup.
+    let job = typed(sim.status.upgrade.as_ref().expect("recorded")).backup_job(NAME);
+    sim.change_spec(|s| {
+        s.version = V1.into();
+        s.upgrade.restored_backup = Some(job);
+    });
     let d = sim.step(Kill::Never);
     assert!(
         d.statefulset
