@@ -96,6 +96,14 @@ pub async fn perform(
             let job = backup::build_job(cluster, template, of);
             create_if_missing::<Job>(ctx, &ns, &job).await?;
         }
+        Action::DeleteBackupJob(name) => {
+            let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
+            match jobs.delete(name, &DeleteParams::background()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
         Action::QueueTentacleTasks { to } => {
             let Some(t) = &cluster.spec.tentacles else {
                 return Ok(());

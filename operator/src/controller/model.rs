@@ -28,6 +28,8 @@ pub struct Observed {
     pub octopus: OctopusView,
     /// The backup Job of the upgrade in progress, when one exists.
     pub backup_job: Option<JobView>,
+    /// Every backup Job of the cluster: one per attempt, until pruned.
+    pub backup_history: Vec<JobView>,
     /// Whether the Master Key copy of the upgrade in progress exists.
     pub master_key_copy: bool,
     pub now: Timestamp,
@@ -187,6 +189,7 @@ pub struct JobView {
     pub succeeded: bool,
     pub failed: bool,
     pub completed_at: Option<Timestamp>,
+    pub created_at: Option<Timestamp>,
 }
 
 /// The StatefulSet the operator wants: which version its pod template runs and how many
@@ -222,6 +225,8 @@ pub enum Action {
     QueueTentacleTasks {
         to: String,
     },
+    /// Delete a finished backup Job of an earlier attempt (the history is bounded).
+    DeleteBackupJob(String),
 }
 
 impl Action {
@@ -237,6 +242,7 @@ impl Action {
             Self::CopyMasterKey { .. } => Reason::CopyMasterKey,
             Self::CreateBackupJob { .. } => Reason::StartBackup,
             Self::QueueTentacleTasks { .. } => Reason::QueueTentacleTasks,
+            Self::DeleteBackupJob(_) => Reason::PruneBackupJob,
         }
     }
 
@@ -274,6 +280,11 @@ impl Action {
             Self::QueueTentacleTasks { to } => {
                 format!("Queueing Tentacle/Calamari updates after the upgrade to {to}")
             }
+            Self::DeleteBackupJob(name) => format!(
+                "Deleting backup Job {name} of an earlier upgrade attempt: the newest {} are \
+                 kept",
+                super::decide::KEPT_BACKUP_JOBS
+            ),
         }
     }
 }

@@ -146,6 +146,14 @@ pub async fn observe(ctx: &Context, cluster: &OctopusCluster) -> Result<Observat
         _ => (None, false),
     };
 
+    let history = Api::<Job>::namespaced(ctx.client.clone(), &ns)
+        .list(&ListParams::default().labels(&labels::as_selector(&labels::backup_labels(&name))))
+        .await?
+        .items
+        .iter()
+        .map(job_view)
+        .collect();
+
     let observed = Observed {
         name,
         uid: cluster.uid().unwrap_or_default(),
@@ -157,6 +165,7 @@ pub async fn observe(ctx: &Context, cluster: &OctopusCluster) -> Result<Observat
         pods,
         octopus,
         backup_job,
+        backup_history: history,
         master_key_copy,
         now: Timestamp::now(),
     };
@@ -454,5 +463,6 @@ fn job_view(job: &Job) -> JobView {
             .as_ref()
             .and_then(|s| s.completion_time.as_ref())
             .map(|t| t.0),
+        created_at: job.metadata.creation_timestamp.as_ref().map(|t| t.0),
     }
 }

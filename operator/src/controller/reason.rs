@@ -122,6 +122,8 @@ pub enum Reason {
     /// spec.version is back below a failed migration; no node runs until
     /// spec.upgrade.restoredBackup names the failed attempt's backup.
     RestoreNotAcknowledged,
+    /// Event: deleting a finished backup Job of an earlier attempt beyond the kept history.
+    PruneBackupJob,
 
     // ---------------------------------------------------------- Octopus API failures
     /// The Octopus endpoint is unusable (URL, CA bundle, API key format).

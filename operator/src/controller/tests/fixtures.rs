@@ -16,7 +16,7 @@ pub use crate::api::{
 pub use crate::controller::conditions::{
     self, DEGRADED, PAUSED, PROGRESSING, READY, UPGRADE_BLOCKED,
 };
-pub use crate::controller::decide::{HEARTBEAT_AGE_OUT, decide, phase};
+pub use crate::controller::decide::{HEARTBEAT_AGE_OUT, KEPT_BACKUP_JOBS, decide, phase};
 pub use crate::controller::model::{
     Action, CondWant, ContainerExit, Decision, JobView, Observed, OctopusNode, OctopusState,
     OctopusView, PodView, Requeue, StatefulSetView, StatefulSetWant, TaskView,
@@ -175,6 +175,7 @@ pub fn steady(version: &str, n: u32) -> Observed {
             running_tasks: Vec::new(),
         }),
         backup_job: None,
+        backup_history: Vec::new(),
         master_key_copy: false,
         now: t0(),
     }

@@ -20,6 +20,7 @@ pub struct SimTask {
 #[derive(Clone, Debug)]
 pub struct SimJob {
     pub name: String,
+    pub created_at: Timestamp,
     pub left: u32,
     pub outcome: Option<bool>,
     pub completed_at: Option<Timestamp>,
@@ -32,6 +33,7 @@ impl SimJob {
             succeeded: self.outcome == Some(true),
             failed: self.outcome == Some(false),
             completed_at: self.completed_at,
+            created_at: Some(self.created_at),
         }
     }
 }
@@ -265,6 +267,7 @@ impl Sim {
             pods,
             octopus,
             backup_job,
+            backup_history: self.jobs.values().map(SimJob::view).collect(),
             master_key_copy,
             now: self.now,
         }
@@ -388,6 +391,7 @@ impl Sim {
                         name.clone(),
                         SimJob {
                             name: name.clone(),
+                            created_at: self.now,
                             left: self.backup_ticks,
                             outcome: None,
                             completed_at: None,
@@ -395,6 +399,12 @@ impl Sim {
                     );
                     self.event(format!("backup-job:created:{name}"));
                 }
+            }
+            Action::DeleteBackupJob(name) => {
+                if self.jobs.remove(name).is_none() {
+                    self.violation(format!("deleted missing backup Job {name}"));
+                }
+                self.event(format!("backup-job:deleted:{name}"));
             }
             Action::QueueTentacleTasks { .. } => {
                 self.tentacle_queues += 1;

@@ -217,3 +217,63 @@ fn a_template_edited_below_the_schema_during_a_stopped_roll_goes_back_to_the_dat
     let d = sim.step(Kill::Never);
     assert_eq!(d.statefulset, None);
 }
+
+fn finished_job(name: &str, hours: i64) -> JobView {
+    JobView {
+        name: name.into(),
+        succeeded: true,
+        failed: false,
+        completed_at: None,
+        created_at: Some(after(t0(), hours * 3600)),
+    }
+}
+
+#[test]
+fn backup_jobs_beyond_the_kept_history_are_deleted_oldest_first_once_steady() {
+    let mut o = steady(V2, 3);
+    o.backup_history = (0..5).map(|i| finished_job(&format!("j{i}"), i)).collect();
+    // status.lastBackup names the oldest: it is what a person restores, so it stays.
+    o.status.last_backup = Some(BackupStatus {
+        job_name: "j0".into(),
+        from_version: V1.into(),
+        to_version: V2.into(),
+        attempt: Some("0123abcd".into()),
+        master_key_secret: None,
+        completed_at: None,
+    });
+    let d = decide(&o);
+    assert_eq!(d.action, Some(Action::DeleteBackupJob("j1".into())));
+    assert_eq!(d.requeue, Requeue::Soon);
+    assert_cond(&d, READY, true, "Ready");
+
+    o.backup_history.retain(|j| j.name != "j1");
+    assert_eq!(
+        decide(&o).action,
+        None,
+        "the newest three and lastBackup's stay"
+    );
+
+    // A Job still running is never deleted, however old.
+    let mut running = o.clone();
+    running.backup_history.push(JobView {
+        succeeded: false,
+        ..finished_job("j-old-running", -5)
+    });
+    assert_eq!(decide(&running).action, None);
+
+    // Nothing is pruned while an upgrade is under way.
+    let mut upgrading = o.clone();
+    upgrading.backup_history.push(finished_job("j-older", -10));
+    assert_eq!(
+        decide(&upgrading).action,
+        Some(Action::DeleteBackupJob("j-older".into()))
+    );
+    upgrading.status.upgrade = upgrade_record(V2, "2024.2.9", 3, 1, t0());
+    upgrading.spec.version = "2024.2.9".into();
+    let d = decide(&upgrading);
+    assert!(
+        !matches!(d.action, Some(Action::DeleteBackupJob(_))),
+        "{:?}",
+        d.action
+    );
+}
