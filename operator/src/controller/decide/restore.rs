@@ -19,7 +19,7 @@ use crate::planner::Strategy;
 use crate::version::OctopusVersion;
 
 /// Where the note on a found template starts in a stop's message.
-const FOUND: &str = " Found: ";
+const FOUND: &str = ". Found: ";
 
 /// Going back from the failed attempt `up` (spec.version is its `from` again): `Ok` once
 /// `spec.upgrade.restoredBackup` names this attempt's backup, else the stop that says
@@ -41,12 +41,12 @@ pub(super) fn acknowledged(o: &Observed, up: &Upgrade) -> Result<(), Stop> {
         .filter(|b| b.is_of(&up.from, &up.to, up.attempt.as_deref()));
     let what = match recorded {
         Some(b) => format!(
-            "Restore the database from backup {job} (backup Job {}{}) and the Master Key from \
+            "Restore the database from the backup taken by Job {}{} and the Master Key from \
              Secret {} (key masterKey)",
             b.job_name,
             b.completed_at
                 .as_ref()
-                .map(|t| format!(", completed {}", t.0))
+                .map(|t| format!(" (completed {})", t.0))
                 .unwrap_or_default(),
             b.master_key_secret
                 .clone()
@@ -135,7 +135,11 @@ pub(super) fn template_below_schema(
     if found.schema_line() >= database.schema_line() {
         return None;
     }
-    let base = message.split(FOUND).next().unwrap_or(message);
+    let base = message
+        .split(FOUND)
+        .next()
+        .unwrap_or(message)
+        .trim_end_matches('.');
     let found = format!(
         "{base}{FOUND}the StatefulSet's pod template ran {template}, older than the database's \
          schema ({database}); any pod it recreated would start an old node on the migrated \
