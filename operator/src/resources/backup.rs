@@ -10,6 +10,10 @@
 //! backups they belong to.
 //!
 //! The Job does carry an owner reference: it is only the process that took the backup.
+//!
+//! Both are per upgrade *attempt* ([`BackupOf::attempt`]): a retried upgrade of the same
+//! versions runs its own Job and keeps its own key copy. The decision core deletes finished
+//! Jobs of earlier attempts beyond a bounded history (`controller::decide::history`).
 
 use std::collections::BTreeMap;
 
