@@ -33,7 +33,7 @@ pub(super) fn acknowledged(o: &Observed, up: &Upgrade) -> Result<(), Stop> {
     let attempt = up
         .attempt
         .as_deref()
-        .unwrap_or("recorded before attempts had ids");
+        .map_or_else(|| "the upgrade".to_string(), |a| format!("attempt {a}"));
     let recorded = o
         .status
         .last_backup
@@ -69,7 +69,7 @@ pub(super) fn acknowledged(o: &Observed, up: &Upgrade) -> Result<(), Stop> {
     Err(Stop::new(
         Reason::RestoreNotAcknowledged,
         format!(
-            "{wrong}spec.version is back to {from}, but the attempt {attempt} failed while \
+            "{wrong}spec.version is back to {from}, but {attempt} failed while \
              migrating the database to {to}: the database may be partly migrated, and {from} \
              must not run against it. No node runs until the restore is confirmed. {what}; \
              then set spec.upgrade.restoredBackup: \"{job}\"",
