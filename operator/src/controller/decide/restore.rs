@@ -12,7 +12,7 @@
 
 use super::Stop;
 use super::start::guard_start;
-use crate::controller::model::{Decision, Observed, StatefulSetWant};
+use crate::controller::model::{Decision, Observed, StatefulSetView, StatefulSetWant};
 use crate::controller::reason::Reason;
 use crate::controller::steps::{StepKind, StepState, Upgrade};
 use crate::planner::Strategy;
@@ -135,16 +135,7 @@ pub(super) fn template_below_schema(
     if found.schema_line() >= database.schema_line() {
         return None;
     }
-    let base = message
-        .split(FOUND)
-        .next()
-        .unwrap_or(message)
-        .trim_end_matches('.');
-    let found = format!(
-        "{base}{FOUND}the StatefulSet's pod template ran {template}, older than the database's \
-         schema ({database}); any pod it recreated would start an old node on the migrated \
-         database"
-    );
+    let found = with_found(message, &below(template, &database));
     let want = StatefulSetWant {
         version: database.to_string(),
         replicas: sts.replicas,
@@ -163,6 +154,48 @@ pub(super) fn template_below_schema(
             ),
         ),
     })
+}
+
+/// `message` with `found` as its note on a found template (replacing an earlier one).
+pub(super) fn with_found(message: &str, found: &str) -> String {
+    let base = message
+        .split(FOUND)
+        .next()
+        .unwrap_or(message)
+        .trim_end_matches('.');
+    format!("{base}{FOUND}{found}")
+}
+
+fn below(template: &str, database: &OctopusVersion) -> String {
+    format!(
+        "the StatefulSet's pod template ran {template}, older than the database's schema \
+         ({database}); any pod it recreated would start an old node on the migrated database"
+    )
+}
+
+/// No upgrade under way, `database` the version the cluster is known to be at: the
+/// template version to keep, which is `database` when the template was edited below its
+/// schema line (then with what was found, to say why it was applied again).
+pub(super) fn template_at_least(
+    sts: &StatefulSetView,
+    database: &OctopusVersion,
+) -> (String, Option<String>) {
+    let template = sts.version.as_deref();
+    match template.and_then(|t| OctopusVersion::parse(t).ok()) {
+        Some(t) if t.schema_line() < database.schema_line() => {
+            let found = below(&t.to_string(), database);
+            (
+                database.to_string(),
+                Some(format!(
+                    "{found}, so the operator applied it at {database} again"
+                )),
+            )
+        }
+        _ => (
+            template.map_or_else(|| database.to_string(), str::to_string),
+            None,
+        ),
+    }
 }
 
 /// The newest version that has run, or may have begun migrating, against the database:

@@ -4,7 +4,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::{Progress, Stop, report, run};
+use super::{Progress, Stop, report, restore, run};
 use crate::api::SchemaUpgradePolicy;
 use crate::controller::model::{Decision, Observed, PodView, StatefulSetWant};
 use crate::controller::reason::Reason;
@@ -55,7 +55,8 @@ pub(super) fn steady_or_start(o: &Observed, mut d: Decision, target: &OctopusVer
         (None, Some(s)) => s,
         (None, None) => target.clone(),
     };
-    let current_template = sts.version.clone().unwrap_or_else(|| from.to_string());
+    // A template edited below the database's schema is never kept, not even while blocked.
+    let (current_template, found) = restore::template_at_least(sts, &from);
     let all_on_target = live
         .iter()
         .all(|p| p.version.as_deref() == Some(&o.spec.version))
@@ -78,7 +79,12 @@ pub(super) fn steady_or_start(o: &Observed, mut d: Decision, target: &OctopusVer
     // While blocked the cluster keeps running (and may scale) on what it runs now.
     let hold = StatefulSetWant {
         version: current_template,
-        replicas,
+        // A template put back at the database's version starts no node by itself.
+        replicas: if found.is_some() {
+            sts.replicas
+        } else {
+            replicas
+        },
     };
     let gate = match plan.reason {
         Some(reason) => Some(Stop::new(reason.into(), plan.message.unwrap_or_default())),
@@ -87,8 +93,11 @@ pub(super) fn steady_or_start(o: &Observed, mut d: Decision, target: &OctopusVer
         }
         None => None,
     };
-    if let Some(stop) = gate {
+    if let Some(mut stop) = gate {
         d.statefulset = guard_start(o, &hold).ok().map(|()| hold);
+        if let Some(found) = found.filter(|_| d.statefulset.is_some()) {
+            stop.message = restore::with_found(&stop.message, &found);
+        }
         return report::finish(o, d, None, Some(stop), None);
     }
     let mut steps: Vec<PlannedStep> = plan

@@ -277,3 +277,31 @@ fn backup_jobs_beyond_the_kept_history_are_deleted_oldest_first_once_steady() {
         d.action
     );
 }
+
+#[test]
+fn a_template_edited_below_the_schema_is_not_kept_while_an_upgrade_waits_for_approval() {
+    let mut sim = Sim::steady(V2, 3);
+    // A minor upgrade waits for approval; meanwhile someone puts V1 into the template.
+    sim.change_spec(|s| {
+        s.version = "2024.3.1".into();
+        s.upgrade.backup = Some(backup_job_spec());
+    });
+    sim.sts = Some(StatefulSetView {
+        version: Some(V1.into()),
+        replicas: 3,
+    });
+    let d = sim.step(Kill::Never);
+    assert_cond(&d, UPGRADE_BLOCKED, true, "SchemaUpgradeNotApproved");
+    assert_eq!(d.statefulset, want(V2, 3));
+    let message = &cond(&d, UPGRADE_BLOCKED).message;
+    assert!(
+        message.contains(&format!("pod template ran {V1}"))
+            && message.contains(&format!("applied it at {V2} again")),
+        "{message}"
+    );
+    // Once applied, the stop says only why it waits.
+    let d = sim.step(Kill::Never);
+    assert_eq!(d.statefulset, want(V2, 3));
+    assert!(!cond(&d, UPGRADE_BLOCKED).message.contains("Found: "));
+    sim.assert_clean();
+}
