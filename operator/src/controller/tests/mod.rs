@@ -12,6 +12,8 @@
 //! - [`resume`]: status written by an earlier operator (JSON fixtures) decodes and resumes.
 //! - [`evictions`], [`scale_down`]: the PodDisruptionBudget against evictions, and the
 //!   drained scale-down, walked through the simulated world.
+//! - [`way_back`]: after a failed migration: a backup per attempt, the acknowledged way
+//!   back, a template edited below the schema.
 
 mod cases;
 mod drift;
@@ -25,3 +27,4 @@ mod scale_down;
 mod sim;
 mod stops;
 mod walks;
+mod way_back;
