@@ -9,10 +9,12 @@
 //!
 //! - [`start`]: no upgrade under way: create, hold steady, or plan one behind its gates.
 //! - [`run`]: walk the recorded steps of the upgrade under way.
+//! - [`replan`]: a new patch target during a patch roll re-plans the roll at once.
 //! - [`evaluate`]: what one step needs now, one function per [`StepKind`](super::steps::StepKind).
 //! - [`report`]: the conditions and the phase.
 
 mod evaluate;
+mod replan;
 mod report;
 mod run;
 mod start;

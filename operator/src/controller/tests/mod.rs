@@ -9,13 +9,17 @@
 //!   upgrades through it, checking invariants at every moment.
 //! - [`properties`]: properties over random observations and randomised walks.
 //! - [`resume`]: status written by an earlier operator (JSON fixtures) decodes and resumes.
+//! - [`replans`]: a patch roll whose node cannot start, and a new target mid-roll.
+//! - [`timers`]: every node's readiness timer runs from that node's own start.
 
 mod cases;
 pub(super) mod fixtures;
 mod predicates;
 mod properties;
+mod replans;
 mod restarts;
 mod resume;
 mod sim;
 mod stops;
+mod timers;
 mod walks;
