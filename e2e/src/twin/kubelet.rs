@@ -410,7 +410,7 @@ fn octopus_container_status(
         }}),
         None => json!({}),
     };
-    json!({
+    let mut container = json!({
         "name": name,
         "image": image,
         "imageID": "",
@@ -419,8 +419,15 @@ fn octopus_container_status(
         "restartCount": status.restart_count,
         "state": state,
         "lastState": last_state,
-        "containerID": format!("twin://{}/{}-{}", view.uid, name, status.restart_count),
-    })
+    });
+    // A container that was never created (image not pulled, config error) has no id.
+    if status.phase != "Pending" {
+        container["containerID"] = json!(format!(
+            "twin://{}/{}-{}",
+            view.uid, name, status.restart_count
+        ));
+    }
+    container
 }
 
 /// Resolves the container's environment as the kubelet does before creating it.
