@@ -482,3 +482,6 @@ fn job_view(job: &Job) -> JobView {
             .map(|t| t.0),
     }
 }
+
+#[cfg(test)]
+mod tests;
