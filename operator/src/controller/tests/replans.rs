@@ -223,6 +223,31 @@ fn a_schema_line_change_after_a_failed_patch_start_starts_nothing_new() {
     only_out(&sim, "octo-2");
 }
 
+#[test]
+fn a_schema_upgrade_whose_first_node_cannot_pull_stops_at_once_and_can_go_back() {
+    let mut sim = stop_the_world_sim(V1, V2, 3);
+    sim.broken
+        .insert(V2.into(), Broken::Start(StartFailure::ImagePull));
+    let d = sim.run_until(200, |d| d.stop.is_some());
+    // Still a failed migration (sticky; the way back is the return plan), but at once.
+    assert_cond(&d, UPGRADE_BLOCKED, true, "NodeFailedAfterMigration");
+    let message = &cond(&d, UPGRADE_BLOCKED).message;
+    assert!(message.contains("ImagePullBackOff"), "{message}");
+    let created = sim.pods[&0].created_at.expect("stamped");
+    assert!(sim.now.duration_since(created) <= SignedDuration::from_secs(20));
+    assert_eq!(sim.pods.keys().copied().collect::<Vec<_>>(), [0]);
+    sim.assert_clean();
+    // The return plan (the walk's invariants are those of the way up: not checked).
+    sim.change_spec(|s| s.version = V1.into());
+    let d = sim.run_until(200, |d| {
+        d.upgrade
+            .as_ref()
+            .is_some_and(|u| u.finished_at.is_some() && u.to == V1)
+    });
+    assert!(d.stop.is_none(), "{:?}", d.stop);
+    assert!(sim.pods.values().all(|p| p.version.as_deref() == Some(V1)));
+}
+
 /// The roll stopped on a node that cannot start, then spec.version set back to [`V1`].
 fn set_back(how: Broken) -> Sim {
     let (mut sim, _) = broken_roll(3, how);
