@@ -4,7 +4,9 @@
 //!
 //! It resolves a container's env as a kubelet does — values, Secret and ConfigMap keys,
 //! `envFrom`, field references — and leaves the pod waiting with
-//! CreateContainerConfigError when a referenced Secret or key is missing. No scheduler
+//! CreateContainerConfigError when a referenced Secret or key is missing; an image the
+//! twin's registry lacks (`TwinHandle::set_missing_images`) leaves it waiting in
+//! ErrImagePull / ImagePullBackOff with no container. No scheduler
 //! runs: spec.nodeName stays empty. A pod that disappears or gets a deletionTimestamp
 //! stops its node process. Watch restarts relist and reconcile idempotently. A pod bound
 //! to a node (spec.nodeName set, by the scheduler onto the real node of

@@ -1,7 +1,8 @@
 //! The twin's world: the Kubernetes objects a kubelet and a load balancer would see
 //! (pods with their resolved Octopus settings, services with selectors) and the Octopus
 //! installations behind them, one per shared database. Owns routing a Service to an
-//! answering node and keeping pods and node processes in step. Pure: the caller passes
+//! answering node, keeping pods and node processes in step, and the kubelet's image pulls
+//! (with its back-off) from a registry that may lack some images. Pure: the caller passes
 //! the time; the kubelet role and the HTTP server only call in here.
 
 pub mod installation;
