@@ -498,7 +498,7 @@ fn wait_node_ready(
                 reason,
                 format!(
                     "node {name} {why} on {version}; the operator takes no further step. {}",
-                    way_back(cx)
+                    way_back(cx, name)
                 ),
             )
         };
@@ -555,22 +555,35 @@ fn cannot_start(
             "node {name} {why} on {}; its container never ran. The operator takes no \
              further step until it starts. {}",
             cx.to,
-            way_back(cx)
+            way_back(cx, name)
         ),
     )
 }
 
-/// What a person can do about a node that cannot start on a rolling upgrade's target.
-fn way_back(cx: &StepCx<'_>) -> String {
-    if cx.up.strategy == Some(Strategy::Rolling) {
-        format!(
-            "Set spec.version back to {} to roll the node back, or to another patch of the \
-             same line to roll there instead; no other node goes out meanwhile",
-            cx.up.from
-        )
-    } else {
-        "Read the pod's logs and events, fix the cause, then change the spec".to_string()
+/// What a person can do about `name`, a node that cannot start on the upgrade's target.
+/// In a roll: go back to the version the other nodes serve on (re-planned at once), or on
+/// to another patch.
+fn way_back(cx: &StepCx<'_>, name: &str) -> String {
+    if cx.up.strategy != Some(Strategy::Rolling) {
+        return "Read the pod's logs and events, fix the cause, then change the spec".to_string();
     }
+    let serving: std::collections::BTreeSet<&str> =
+        cx.o.pods
+            .iter()
+            .filter(|p| p.name != name && p.ready && !p.terminating)
+            .filter_map(|p| p.version.as_deref())
+            .collect();
+    let back = match (serving.len(), serving.first()) {
+        (1, Some(v)) => format!("back to {v} (the other nodes run it)"),
+        // One node, or the others on several patches: the roll's own start, unless that
+        // is where it goes.
+        _ if cx.up.from != cx.to => format!("back to {}", cx.up.from),
+        _ => "to a patch of the same line that starts".to_string(),
+    };
+    format!(
+        "Set spec.version {back} to roll the node back, or to another patch of the same \
+         line to roll there instead; no other node goes out meanwhile"
+    )
 }
 
 /// After stop-all, the first node's database upgrade is refused while a node killed

@@ -248,6 +248,26 @@ fn a_schema_upgrade_whose_first_node_cannot_pull_stops_at_once_and_can_go_back()
     assert!(sim.pods.values().all(|p| p.version.as_deref() == Some(V1)));
 }
 
+#[test]
+fn after_a_second_broken_patch_the_stop_still_names_the_version_the_others_run() {
+    let (mut sim, _) = broken_roll(3, Broken::Crash);
+    sim.broken.insert(V1_FIXED.into(), Broken::Crash);
+    sim.change_spec(|s| s.version = V1_FIXED.into());
+    let d = sim.run_until(100, |d| d.stop.is_some());
+    assert_cond(&d, UPGRADE_BLOCKED, true, "NodeFailedToStart");
+    let message = &cond(&d, UPGRADE_BLOCKED).message;
+    assert!(
+        message.contains(&format!(
+            "spec.version back to {V1} (the other nodes run it)"
+        )),
+        "{message}"
+    );
+    sim.change_spec(|s| s.version = V1.into());
+    sim.run(200);
+    sim.assert_converged(V1);
+    only_out(&sim, "octo-2");
+}
+
 /// The roll stopped on a node that cannot start, then spec.version set back to [`V1`].
 fn set_back(how: Broken) -> Sim {
     let (mut sim, _) = broken_roll(3, how);
