@@ -2,7 +2,7 @@
 //! toward the new target, so a node that cannot start on a broken patch is rolled back (or
 //! forward to a fixed one) instead of waiting for a roll that never finishes. Patch moves
 //! are free both ways; a move to another schema line is not, and waits for the roll to
-//! end as before.
+//! end as before. Like every new plan, it is recorded before its first step runs.
 
 use super::start::begin;
 use crate::controller::model::Observed;

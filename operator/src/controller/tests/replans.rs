@@ -103,6 +103,9 @@ fn a_one_node_cluster_rolls_its_node_back_although_no_node_answers() {
         let (mut sim, _) = broken_roll(1, how);
         assert!(matches!(sim.observe().octopus, OctopusView::NoReadyNode));
         sim.change_spec(|s| s.version = V1.into());
+        // The new plan is recorded first; its first action follows from the record.
+        let d = sim.step(Kill::Never);
+        assert!(d.action.is_none() && d.upgrade.as_ref().is_some_and(|u| u.to == V1));
         let d = sim.step(Kill::Never);
         assert_eq!(
             d.action,
