@@ -224,7 +224,7 @@ fn operator_grants(watched: &str, own_namespace: &str) -> BTreeSet<Grant> {
             (
                 "batch",
                 &["jobs"],
-                &["get", "list", "watch", "create", "patch"],
+                &["get", "list", "watch", "create", "patch", "delete"],
             ),
             ("", &["pods"], &["get", "list", "watch", "delete"]),
             ("", &["secrets"], &["get", "list", "watch", "create"]),

@@ -124,6 +124,13 @@ pub enum Reason {
     /// status.upgrade names a step, step state, strategy or stop this operator does not know.
     UnknownStep,
 
+    // ---------------------------------------------------------- the way back from a failed migration
+    /// spec.version is back below a failed migration; no node runs until
+    /// spec.upgrade.restoredBackup names the failed attempt's backup.
+    RestoreNotAcknowledged,
+    /// Event: deleting a finished backup Job of an earlier attempt beyond the kept history.
+    PruneBackupJob,
+
     // ---------------------------------------------------------- Octopus API failures
     /// The Octopus endpoint is unusable (URL, CA bundle, API key format).
     OctopusEndpointInvalid,
@@ -206,6 +213,7 @@ impl Reason {
                     | Self::UnknownStep
                     | Self::NodeImagePullFailed
                     | Self::NodeContainerConfigFailed
+                    | Self::RestoreNotAcknowledged
             )
     }
 
@@ -231,6 +239,7 @@ impl Reason {
                     | Self::UnknownStep
                     | Self::NodeImagePullFailed
                     | Self::NodeContainerConfigFailed
+                    | Self::RestoreNotAcknowledged
             )
     }
 

@@ -12,6 +12,8 @@
 //! - [`resume`]: status written by an earlier operator (JSON fixtures) decodes and resumes.
 //! - [`replans`]: a patch roll whose node cannot start, and a new target mid-roll.
 //! - [`timers`]: every node's readiness timer runs from that node's own start.
+//! - [`way_back`]: after a failed migration: a backup per attempt, the acknowledged way
+//!   back, a template edited below the schema.
 
 mod cases;
 mod drift;
@@ -25,3 +27,4 @@ mod sim;
 mod stops;
 mod timers;
 mod walks;
+mod way_back;

@@ -240,8 +240,13 @@ fn a_schema_upgrade_whose_first_node_cannot_pull_stops_at_once_and_can_go_back()
     assert!(sim.now.duration_since(created) <= SignedDuration::from_secs(20));
     assert_eq!(sim.pods.keys().copied().collect::<Vec<_>>(), [0]);
     sim.assert_clean();
-    // The return plan (the walk's invariants are those of the way up: not checked).
-    sim.change_spec(|s| s.version = V1.into());
+    // The return plan (the walk's invariants are those of the way up: not checked),
+    // once the restored backup is named.
+    let job = typed(sim.status.upgrade.as_ref().expect("recorded")).backup_job(NAME);
+    sim.change_spec(|s| {
+        s.version = V1.into();
+        s.upgrade.restored_backup = Some(job);
+    });
     let d = sim.run_until(200, |d| {
         d.upgrade
             .as_ref()

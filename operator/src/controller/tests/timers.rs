@@ -77,7 +77,11 @@ fn a_slow_return_plan_also_times_each_node_alone() {
     sim.crash_on = Some((0, V2.into()));
     sim.run_until(200, |d| d.stop.is_some());
     sim.crash_on = None;
-    sim.change_spec(|s| s.version = V1.into());
+    let job = typed(sim.status.upgrade.as_ref().expect("recorded")).backup_job(NAME);
+    sim.change_spec(|s| {
+        s.version = V1.into();
+        s.upgrade.restored_backup = Some(job);
+    });
     sim.run(600);
     assert!(
         sim.pods
