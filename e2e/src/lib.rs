@@ -2,8 +2,10 @@
 //! and the scenarios' shared helpers.
 
 pub mod cluster;
+pub mod helm;
 pub mod jobs;
 pub mod operator_process;
 pub mod process;
 pub mod scenario;
+pub mod storage;
 pub mod twin;
