@@ -5,5 +5,6 @@ pub mod cluster;
 pub mod jobs;
 pub mod operator_process;
 pub mod process;
+pub mod real_node;
 pub mod scenario;
 pub mod twin;

@@ -18,6 +18,7 @@
 
 pub mod api;
 pub mod config;
+pub mod database;
 pub mod events;
 pub mod json;
 pub mod kubelet;

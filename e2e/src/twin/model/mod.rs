@@ -6,6 +6,7 @@
 
 pub mod installation;
 pub mod inventory;
+pub mod remote;
 pub mod snapshot;
 pub mod task;
 
@@ -143,6 +144,9 @@ pub struct World {
     seed: u64,
     round_robin: usize,
     clock: Timestamp,
+    /// Node processes in real containers: key -> installation ([`remote`]).
+    remote: HashMap<String, usize>,
+    remote_seq: u64,
 }
 
 impl World {
@@ -159,6 +163,8 @@ impl World {
             seed,
             round_robin: 0,
             clock: now,
+            remote: HashMap::new(),
+            remote_seq: 0,
         }
     }
 
