@@ -1,9 +1,9 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2154
 # Packs a directory as a one-layer OCI image archive (sourced by node-images.sh and
 # octopus-images.sh; nothing can be pulled, so every image of the node is built here).
 # One uncompressed layer written with fixed owners and mtimes, so the same inputs give
 # the same digests. `ctr images import` reads the name from the io.containerd.image.name
-# annotation. Needs $work (a scratch directory) and log() from the caller.
+# annotation. Needs $work (a scratch directory) and log() from the caller (hence SC2154).
 
 # blob FILE: stores FILE under blobs/sha256 of the layout being built; prints its digest.
 blob() {

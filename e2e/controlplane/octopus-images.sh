@@ -42,6 +42,10 @@ case $mode in
   *) echo "usage: $0 [--list|--import]" >&2; exit 2 ;;
 esac
 
+# One build at a time (tests may import concurrently).
+mkdir -p "$images"
+exec 7>"$images/.octopus-images.lock"
+flock -w 900 7 || die "timed out waiting for $images/.octopus-images.lock"
 missing=()
 for tag in $tags; do [[ -f $(archive_of "$tag") ]] || missing+=("$tag"); done
 if ((${#missing[@]})); then
@@ -65,7 +69,6 @@ if ((${#missing[@]})); then
   mkdir -p "$rootfs/usr/local/bin" "$rootfs/usr/bin"
   install -m 0755 "$target/$IMAGE_RUST_TARGET/release/octopus-twin-node" "$rootfs/usr/local/bin/"
   ln -s ../local/bin/octopus-twin-node "$rootfs/usr/bin/curl"
-  mkdir -p "$images"
   for tag in "${missing[@]}"; do
     pack "$repository:$tag" "$(archive_of "$tag")" "$rootfs" '["/usr/local/bin/octopus-twin-node"]' \
       "[\"PATH=/usr/local/bin:/usr/bin:/bin\",\"OCTOPUS_TWIN_VERSION=$tag\"]"

@@ -9,6 +9,8 @@
 //!   one, and the replay of the database's log shows never two nodes out.
 //! - SIGTERM (kubelet deleting a pod) is a clean shutdown: the node is offline at once;
 //!   SIGKILL leaves its last heartbeat, which keeps it looking alive until it ages out.
+//! - A node whose schema upgrade Octopus refuses (another node runs) exits 1 with the
+//!   refusal, and kubelet restarts it with its back-off.
 
 use std::time::Duration;
 
@@ -265,17 +267,17 @@ async fn a_patch_upgrade_replaces_real_octopus_pods_one_at_a_time() {
     must(ns.cleanup().await.map_err(anyhow::Error::from));
 }
 
-/// A bare pod running the node image (no operator), never restarted.
-fn bare_pod(name: &str) -> Result<Pod> {
+/// A bare pod running the node image on `version` (no operator).
+fn bare_pod(name: &str, version: &str, restart: &str) -> Result<Pod> {
     Ok(serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name},
         "spec": {
-            "restartPolicy": "Never",
+            "restartPolicy": restart,
             "terminationGracePeriodSeconds": 30,
             "containers": [{
                 "name": "octopus",
-                "image": format!("octopusdeploy/octopusdeploy:{FROM}"),
+                "image": format!("octopusdeploy/octopusdeploy:{version}"),
                 "imagePullPolicy": "IfNotPresent",
                 "env": [
                     {"name": "OCTOPUS_SERVER_NODE_NAME", "value": name},
@@ -316,7 +318,7 @@ async fn sigterm_flags_the_node_offline_sigkill_leaves_a_heartbeat_to_age_out() 
     let pods: Api<Pod> = ns.api();
     for name in ["clean", "killed"] {
         must(
-            pods.create(&PostParams::default(), &must(bare_pod(name)))
+            pods.create(&PostParams::default(), &must(bare_pod(name, FROM, "Never")))
                 .await
                 .map_err(anyhow::Error::from),
         );
@@ -392,4 +394,70 @@ fn ensure_aged(row: &NodeSnapshot, offline_after: Duration) -> Result<()> {
         "offline after only {age:?} without a heartbeat: {row:?}"
     );
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_schema_upgrade_exits_and_kubelet_restarts_it_with_back_off() {
+    let (_cluster, _node, ns, db) =
+        must(setup("real-refused", database_config(Duration::from_secs(60))).await);
+    let pods: Api<Pod> = ns.api();
+    must(
+        pods.create(
+            &PostParams::default(),
+            &must(bare_pod("old", FROM, "Never")),
+        )
+        .await
+        .map_err(anyhow::Error::from),
+    );
+    must(ready_pod(&pods, "old").await);
+    // 2024.2 beside a running 2024.1 node: Octopus refuses to upgrade the database.
+    must(
+        pods.create(
+            &PostParams::default(),
+            &must(bare_pod("new", "2024.2.50", "Always")),
+        )
+        .await
+        .map_err(anyhow::Error::from),
+    );
+    let status = must(
+        wait_until(
+            "the refused node restarted and backing off",
+            WAIT,
+            || async {
+                let pod = pods.get("new").await?;
+                let status = pod
+                    .status
+                    .and_then(|s| s.container_statuses)
+                    .and_then(|c| c.into_iter().next());
+                let backing_off = status.as_ref().is_some_and(|c| {
+                    c.restart_count >= 1
+                        && c.state
+                            .as_ref()
+                            .and_then(|s| s.waiting.as_ref())
+                            .is_some_and(|w| w.reason.as_deref() == Some("CrashLoopBackOff"))
+                });
+                Ok(status.filter(|_| backing_off))
+            },
+        )
+        .await
+        .map_err(anyhow::Error::from),
+    );
+    let last = status
+        .last_state
+        .and_then(|s| s.terminated)
+        .expect("a terminated last state");
+    assert_eq!(last.exit_code, 1, "{last:?}");
+    let message = last.message.unwrap_or_default();
+    assert!(
+        message.contains("other Octopus Server nodes are still running: old"),
+        "{message}"
+    );
+    let aborted = Replay::new(&db.events())
+        .count(|k| matches!(k, EventKind::SchemaMigrationAborted { node, .. } if node == "new"));
+    assert!(aborted >= 2, "one refusal per start: {aborted}");
+    assert!(
+        node_row(&db, "old").is_some_and(|r| r.running && r.version == FROM),
+        "the running node is untouched"
+    );
+    must(ns.cleanup().await.map_err(anyhow::Error::from));
 }

@@ -8,6 +8,9 @@
 //!   routed like a load balancer in front of the pods, plus `/_twin/...` admin routes;
 //! - [`kubelet`]: watches Pods and Services on a real API server and plays the kubelet
 //!   for Octopus pods (patches their status);
+//! - [`database`]: the same world as the shared database of Octopus Server nodes that run
+//!   as real pods (the node image, `e2e/twin-node`): they start, heartbeat, stop and hand
+//!   over their REST requests on `/_db/nodes/...`;
 //! - [`replay`]: reads the flight recorder ([`events`]) back: who served on which
 //!   version at every moment, tasks, drains, schema; what tests, benchmarks and the demo
 //!   assert and print.
