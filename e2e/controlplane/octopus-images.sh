@@ -7,7 +7,8 @@
 # Each tag's image carries its version in its env (OCTOPUS_TWIN_VERSION): a container
 # cannot see its tag. Built without a container daemon (oci.sh packs them), reproducibly
 # (paths remapped, fixed mtimes and owners), cached in <cache>/images/ under a key of the
-# node's sources, Cargo.lock, rustc and busybox versions: a rerun is a no-op.
+# node's sources, this script and oci.sh, Cargo.lock, rustc and busybox versions (older
+# keys' archives are removed): a rerun is a no-op.
 #
 # Usage: octopus-images.sh            build what is missing, print nothing on stdout
 #        octopus-images.sh --list     print "NAME ARCHIVE" per tag
@@ -30,7 +31,7 @@ busybox_deb=$(dpkg-query -W -f '${Version}' busybox-static 2>/dev/null || true)
 [[ -x /bin/busybox && -n $busybox_deb ]] || die "busybox-static is not installed (apt: busybox-static)"
 key=$(
   cd "$root"
-  { cat Cargo.lock e2e/twin-node/Cargo.toml e2e/twin-node/src/*.rs "$here/oci.sh"
+  { cat Cargo.lock e2e/twin-node/Cargo.toml e2e/twin-node/src/*.rs "$here/oci.sh" "$here/octopus-images.sh"
     rustc --version; echo "$busybox_deb $IMAGE_RUST_TARGET"; } | sha256sum | cut -c1-12
 )
 archive_of() { echo "$images/octopus-twin-$key-$1.tar"; }
@@ -74,6 +75,10 @@ if ((${#missing[@]})); then
       "[\"PATH=/usr/local/bin:/usr/bin:/bin\",\"OCTOPUS_TWIN_VERSION=$tag\"]"
   done
   log "Octopus node images built in $(($(date +%s) - started)) s"
+  # Archives of other keys are stale: the disk is shared.
+  for old in "$images"/octopus-twin-*.tar; do
+    [[ $old == "$images/octopus-twin-$key-"* ]] || rm -f "$old"
+  done
 fi
 
 if [[ $mode == --import ]]; then

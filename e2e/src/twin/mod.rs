@@ -233,6 +233,17 @@ impl TwinHandle {
         self.with_world(|w| w.set_faults(namespace, service, faults));
     }
 
+    /// Faults of the installation in the database `connection_string` names (nodes in
+    /// real containers, see [`database`]).
+    pub fn set_database_faults(&self, connection_string: &str, faults: Faults) {
+        self.with_world(|w| w.set_database_faults(connection_string, faults));
+    }
+
+    /// Timing of the installation in the database `connection_string` names.
+    pub fn set_database_timing(&self, connection_string: &str, timing: Timing) {
+        self.with_world(|w| w.set_database_timing(connection_string, timing));
+    }
+
     /// Timing of the installation behind a Service (kept until its first pod appears).
     pub fn set_timing(&self, namespace: &str, service: &str, timing: Timing) {
         self.with_world(|w| w.set_timing(namespace, service, timing));

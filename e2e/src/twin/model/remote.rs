@@ -10,8 +10,29 @@ use octopus_twin_node::{Heartbeat, Phase, Start};
 
 use super::snapshot::phase_name;
 use super::{ProcessPhase, ProcessSpec, Secret, World};
+use crate::twin::config::{Faults, Timing};
 
 impl World {
+    /// Faults of the installation in the database a connection string names (created
+    /// empty if no node has connected yet): how tests inject faults into real nodes,
+    /// which no Service of the twin's knows.
+    pub fn set_database_faults(&mut self, connection_string: &str, faults: Faults) {
+        let now = self.clock;
+        let index = self.installation_for_database(&Secret::new(connection_string), now);
+        if let Some(inst) = self.installations.get_mut(index) {
+            inst.faults = faults;
+        }
+    }
+
+    /// Timing of the installation in the database a connection string names.
+    pub fn set_database_timing(&mut self, connection_string: &str, timing: Timing) {
+        let now = self.clock;
+        let index = self.installation_for_database(&Secret::new(connection_string), now);
+        if let Some(inst) = self.installations.get_mut(index) {
+            inst.timing = timing;
+        }
+    }
+
     /// A node process in a real container starts; returns its key.
     pub fn start_remote(&mut self, start: Start, now: Timestamp) -> String {
         let now = self.advance(now);

@@ -790,3 +790,25 @@ fn a_refused_remote_node_exits_and_the_model_does_not_restart_it() {
         "no back-off restart: its kubelet restarts the container"
     );
 }
+
+#[test]
+fn faults_set_for_a_database_reach_the_remote_nodes_connecting_to_it() {
+    let mut w = world();
+    w.set_database_faults(
+        DB,
+        Faults {
+            fail_to_start: ["real-1".to_string()].into(),
+            ..Faults::default()
+        },
+    );
+    let key = w.start_remote(remote_start("real-1", "2024.1.100"), t(0));
+    let beat = w.remote_heartbeat(&key, t(2)).expect("known");
+    assert_eq!(beat.phase, octopus_twin_node::Phase::Exited);
+    assert!(
+        beat.message
+            .as_deref()
+            .is_some_and(|m| m.contains("injected")),
+        "{:?}",
+        beat.message
+    );
+}
