@@ -33,6 +33,8 @@ pub struct Scenario {
     pub jobs: JobRunner,
     operator: Option<JoinHandle<()>>,
     pub metrics: Arc<Metrics>,
+    /// The in-process operator's resync when nothing happens (set before starting it).
+    pub resync_interval: Duration,
 }
 
 /// Path of the checked-in CRD.
@@ -125,6 +127,7 @@ impl Scenario {
             jobs,
             operator: None,
             metrics: Arc::new(Metrics::default()),
+            resync_interval: Duration::from_secs(30),
         };
         scenario.secrets().await?;
         Ok(scenario)
@@ -170,7 +173,7 @@ impl Scenario {
                 self.twin.base_url()
             ),
             poll_interval: Duration::from_millis(300),
-            resync_interval: Duration::from_secs(30),
+            resync_interval: self.resync_interval,
             namespace: Some(self.ns.name().to_string()),
         };
         let client = self.cluster.client();
@@ -261,6 +264,43 @@ impl Scenario {
             })
         })
         .await
+    }
+
+    /// Reconciles the in-process operator has run (its `reconciles` metric).
+    pub fn reconciles(&self) -> u64 {
+        self.metrics
+            .encode()
+            .lines()
+            .find_map(|l| l.strip_prefix("octopus_operator_reconciles_total "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_default()
+    }
+
+    /// The Events about OctopusCluster `name` (not its StatefulSet or Services, which share
+    /// the name), as (name, resourceVersion, reason): a new Event or
+    /// a repeat folded into a series both show as a change here.
+    pub async fn events_about(&self, name: &str) -> Result<Vec<(String, String, String)>> {
+        let api: Api<k8s_openapi::api::events::v1::Event> = self.ns.api();
+        let mut events: Vec<(String, String, String)> = api
+            .list(&Default::default())
+            .await?
+            .items
+            .into_iter()
+            .filter(|e| {
+                e.regarding.as_ref().is_some_and(|r| {
+                    r.kind.as_deref() == Some("OctopusCluster") && r.name.as_deref() == Some(name)
+                })
+            })
+            .map(|e| {
+                (
+                    e.metadata.name.unwrap_or_default(),
+                    e.metadata.resource_version.unwrap_or_default(),
+                    e.reason.unwrap_or_default(),
+                )
+            })
+            .collect();
+        events.sort();
+        Ok(events)
     }
 
     /// Deletes the clusters while an operator still runs (its finalizer releases them),

@@ -625,12 +625,23 @@ async fn unauthorized_api_holds_the_roll_without_acting_blind() {
         },
     );
     must(s.patch_spec("octo", json!({"version": "2024.1.200"})).await);
-    let c = must(
+    must(
         s.wait_condition("octo", "Degraded", true, Some("OctopusUnauthorized"), WAIT)
             .await,
     );
-    let progressing = condition(&c, "Progressing").expect("Progressing").clone();
-    assert_eq!(progressing.reason, "OctopusUnauthorized", "{progressing:?}");
+    // The plan is recorded first (it needs no answer); its first step then says why it
+    // waits.
+    let c = must(
+        s.wait_condition(
+            "octo",
+            "Progressing",
+            true,
+            Some("OctopusUnauthorized"),
+            WAIT,
+        )
+        .await,
+    );
+    assert!(condition(&c, "Degraded").is_some_and(|d| d.status == "True"));
     // Nothing was drained or replaced while the operator could not see Octopus.
     let events = s.twin.events();
     assert_eq!(
@@ -644,5 +655,265 @@ async fn unauthorized_api_holds_the_roll_without_acting_blind() {
     // The key works again: the roll goes on by itself.
     s.twin.set_faults(s.ns.name(), "octo", Faults::default());
     wait_upgraded(&s, "2024.1.200").await;
+    must(s.finish().await);
+}
+
+/// Sets the image tag of `octo`'s pod template to `version`, as a person editing the
+/// StatefulSet by hand would.
+async fn set_template_version(s: &Scenario, version: &str) {
+    let sts: kube::Api<k8s_openapi::api::apps::v1::StatefulSet> = s.ns.api();
+    let current = must(sts.get("octo").await.map_err(anyhow::Error::from));
+    let container = current
+        .spec
+        .template
+        .spec
+        .and_then(|t| t.containers.into_iter().next())
+        .expect("a container");
+    let image = container.image.unwrap_or_default();
+    let (repository, _) = image.rsplit_once(':').expect("a tagged image");
+    let patch = json!({"spec": {"template": {"spec": {"containers": [
+        {"name": container.name, "image": format!("{repository}:{version}")}
+    ]}}}});
+    must(
+        sts.patch(
+            "octo",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Strategic(patch),
+        )
+        .await
+        .map_err(anyhow::Error::from),
+    );
+}
+
+/// Waits until pod `name` runs `version` and is ready.
+async fn wait_pod_on(s: &Scenario, name: &str, version: &str) {
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = s.ns.api();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let pod = must(pods.get_opt(name).await.map_err(anyhow::Error::from));
+        let on = pod.as_ref().is_some_and(|p| {
+            let image = p
+                .spec
+                .as_ref()
+                .and_then(|sp| sp.containers.first())
+                .and_then(|c| c.image.clone())
+                .unwrap_or_default();
+            let ready = p
+                .status
+                .as_ref()
+                .and_then(|st| st.conditions.as_ref())
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            image.ends_with(&format!(":{version}"))
+                && ready
+                && p.metadata.deletion_timestamp.is_none()
+        });
+        if on {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "pod {name} never ran {version}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_in_steady_state_is_rolled_back_once_then_nothing_is_written() {
+    let mut s = must(Scenario::start_without_operator("drift", twin_config(false)).await);
+    s.resync_interval = Duration::from_secs(2);
+    s.start_operator();
+    let mut sp = spec("2024.1.100", 3);
+    sp["tentacles"] = json!({"upgradeTentacles": true, "environmentIds": ["Environments-1"]});
+    create_ready(&s, sp).await;
+    // While the operator is down, a person edits the template to another patch of the
+    // line and octo-1 is recreated from it.
+    s.kill_operator().await;
+    set_template_version(&s, "2024.1.150").await;
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = s.ns.api();
+    must(
+        pods.delete("octo-1", &Default::default())
+            .await
+            .map_err(anyhow::Error::from),
+    );
+    wait_pod_on(&s, "octo-1", "2024.1.150").await;
+    let since = Timestamp::now();
+    s.start_operator();
+    let c = wait_upgraded(&s, "2024.1.100").await;
+    must(
+        s.wait_condition("octo", "Ready", true, Some("Ready"), WAIT)
+            .await,
+    );
+    let up = c
+        .status
+        .and_then(|st| st.upgrade)
+        .expect("an ordinary plan");
+    assert_eq!(
+        (up.from.as_str(), up.change.as_str(), up.strategy.as_deref()),
+        ("2024.1.150", "patch-downgrade", Some("rolling"))
+    );
+    let events = roll_kept_serving(&s, since).await;
+    let replay = Replay::new(&events).since(Mark::At(since));
+    // One rolling replacement: only the drifted node, drained first.
+    assert_eq!(replay.drained(), ["octo-1"]);
+    let replaced = Replay::new(&events).stopped_on("2024.1.150");
+    assert_eq!(replaced.values().sum::<usize>(), 1, "{replaced:?}");
+    assert_eq!(
+        count(
+            &events,
+            |k| matches!(k, EventKind::TaskQueued { name, .. } if name == "Upgrade")
+        ),
+        0,
+        "correcting drift queued Tentacle upgrades"
+    );
+    // Steady state: several resyncs, and nothing written, published or done.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rv = |c: &octopus_operator::api::OctopusCluster| c.metadata.resource_version.clone();
+    let before = rv(&must(
+        s.clusters().get("octo").await.map_err(anyhow::Error::from),
+    ));
+    let events_before = must(s.events_about("octo").await);
+    let reconciles_before = s.reconciles();
+    let mark = s.twin.events().last().map(|e| e.seq).unwrap_or_default();
+    // At least four whole resyncs (2 s each; the fifth has begun), however loaded the
+    // machine is.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while s.reconciles() - reconciles_before < 5 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no resync ran in steady state"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let after = rv(&must(
+        s.clusters().get("octo").await.map_err(anyhow::Error::from),
+    ));
+    let events_after = must(s.events_about("octo").await);
+    let reconciles = s.reconciles() - reconciles_before;
+    let moves = count(&s.twin.events_since(mark), |k| {
+        matches!(
+            k,
+            EventKind::NodeDrained { .. }
+                | EventKind::NodeUndrained { .. }
+                | EventKind::NodeStopped { .. }
+                | EventKind::MaintenanceModeOn
+                | EventKind::MaintenanceModeOff
+                | EventKind::TaskQueued { .. }
+        )
+    });
+    println!(
+        "steady state over {reconciles} reconciles: status resourceVersion {before:?} -> \
+         {after:?}, {} -> {} Events about octo, {moves} Octopus changes",
+        events_before.len(),
+        events_after.len()
+    );
+    assert_eq!(before, after, "the status was written in steady state");
+    assert_eq!(
+        events_before, events_after,
+        "Events were published in steady state"
+    );
+    assert_eq!(moves, 0, "the operator changed Octopus in steady state");
+    must(s.finish().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_upgrade_is_saved_before_maintenance_mode_and_deletion_right_after_releases_it() {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let s = must(Scenario::start("planfirst", twin_config(false)).await);
+    let mut sp = spec("2024.1.100", 2);
+    sp["upgrade"]["approvedVersion"] = json!("2024.2.1");
+    create_ready(&s, sp).await;
+    // Every version of status.upgrade the API server holds, in order.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recorder = {
+        let seen = seen.clone();
+        let stream = watcher(
+            s.clusters(),
+            watcher::Config::default().fields("metadata.name=octo"),
+        )
+        .applied_objects();
+        tokio::spawn(async move {
+            futures::pin_mut!(stream);
+            while let Some(Ok(c)) = stream.next().await {
+                let upgrade = c.status.and_then(|st| st.upgrade);
+                if let Ok(mut seen) = seen.lock() {
+                    seen.push(upgrade);
+                }
+            }
+        })
+    };
+    let mark = s.twin.events().last().map(|e| e.seq).unwrap_or_default();
+    must(s.patch_spec("octo", json!({"version": "2024.2.1"})).await);
+    // The first action: delete the cluster the moment maintenance mode is on.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while count(&s.twin.events_since(mark), |k| {
+        matches!(k, EventKind::MaintenanceModeOn)
+    }) == 0
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "maintenance mode never went on"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    must(
+        s.clusters()
+            .delete("octo", &Default::default())
+            .await
+            .map_err(anyhow::Error::from),
+    );
+    while must(
+        s.clusters()
+            .get_opt("octo")
+            .await
+            .map_err(anyhow::Error::from),
+    )
+    .is_some()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the cluster was not deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    recorder.abort();
+    // The plan reached the API server alone, before any step ran.
+    let seen = seen.lock().map(|s| s.clone()).unwrap_or_default();
+    let first = seen
+        .iter()
+        .flatten()
+        .find(|u| u.to == "2024.2.1")
+        .expect("the upgrade was recorded");
+    println!(
+        "first record of the upgrade: step {:?}, step states {:?}",
+        first.step,
+        first
+            .steps
+            .iter()
+            .map(|s| s.state.as_str())
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        first.step.is_none() && first.steps.iter().all(|st| st.state == "Pending"),
+        "the first record of the upgrade already ran a step: {first:?}"
+    );
+    // Deletion read that record and released maintenance mode.
+    let events = s.twin.events_since(mark);
+    let maintenance = Replay::new(&events).maintenance_mode();
+    let on = maintenance.iter().position(|(_, on)| *on);
+    let off = maintenance.iter().rposition(|(_, on)| !*on);
+    assert!(
+        matches!((on, off), (Some(a), Some(b)) if b > a),
+        "maintenance mode left on: {maintenance:?}"
+    );
+    let drained = count(&events, |k| matches!(k, EventKind::NodeDrained { .. }));
+    let undrained = count(&events, |k| matches!(k, EventKind::NodeUndrained { .. }));
+    assert_eq!(drained, undrained, "nodes left drained");
+    let reasons: Vec<String> = must(s.events_about("octo").await)
+        .into_iter()
+        .map(|e| e.2)
+        .collect();
+    assert!(reasons.iter().any(|r| r == "Released"), "{reasons:?}");
     must(s.finish().await);
 }

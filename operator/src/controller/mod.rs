@@ -39,7 +39,6 @@ use tracing::{info, instrument, warn};
 
 use crate::api::OctopusCluster;
 use crate::octopus::{CallObserver, OctopusApi, OctopusClient, OctopusEndpoint, OctopusError};
-use crate::planner::Strategy;
 use crate::process::probes::Health;
 use crate::resources::labels;
 use reason::Reason;
@@ -302,17 +301,26 @@ async fn apply(cached: &OctopusCluster, ctx: &Context) -> Result<Requeue, Error>
 /// Before the cluster goes: release what an unfinished upgrade holds in Octopus (server
 /// maintenance mode, drained nodes), so the database is not left locked for whoever uses
 /// it next. Owned objects then go by garbage collection; storage claims stay.
-async fn cleanup(cluster: &OctopusCluster, ctx: &Context) -> Result<Requeue, Error> {
-    let ns = cluster.namespace().unwrap_or_default();
-    ctx.metrics.forget_cluster(&ns, &cluster.name_any());
-    let upgrade = cluster
+async fn cleanup(cached: &OctopusCluster, ctx: &Context) -> Result<Requeue, Error> {
+    let ns = cached.namespace().unwrap_or_default();
+    ctx.metrics.forget_cluster(&ns, &cached.name_any());
+    // The cache may lag the status write that recorded an upgrade a moment ago (its first
+    // step, maintenance-on, may already have run): release by the object itself.
+    let Some(fresh) = Api::<OctopusCluster>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&cached.name_any())
+        .await?
+    else {
+        return Ok(Requeue::await_change());
+    };
+    let cluster = &fresh;
+    let unfinished = cluster
         .status
         .as_ref()
         .and_then(|s| s.upgrade.as_ref())
-        .filter(|u| u.finished_at.is_none());
-    let Some(upgrade) = upgrade else {
+        .is_some_and(|u| u.finished_at.is_none());
+    if !unfinished {
         return Ok(Requeue::await_change());
-    };
+    }
     let observe::Observation { observed, api, .. } = observe::observe(ctx, cluster).await?;
     if matches!(observed.octopus, model::OctopusView::NoReadyNode) {
         // No node runs, so nobody can answer; waiting would only delay the deletion.
@@ -329,16 +337,8 @@ async fn cleanup(cluster: &OctopusCluster, ctx: &Context) -> Result<Requeue, Err
     let result = async {
         let api = api.ok_or(Error::NoOctopusApi)?;
         let state = observed.octopus.state().ok_or(Error::NoOctopusApi)?;
-        let stop_the_world = upgrade.strategy.as_deref().map(str::parse::<Strategy>)
-            == Some(Ok(Strategy::StopTheWorld));
-        if state.maintenance && stop_the_world {
-            api.set_maintenance(false).await?;
-        }
-        for node in state.nodes.iter().filter(|n| n.drained) {
-            let ours = stop_the_world || upgrade.node.as_deref() == Some(node.name.as_str());
-            if ours {
-                api.set_node_drain(&node.id, false).await?;
-            }
+        for action in decide::release(&observed.status, state) {
+            act::perform(ctx, cluster, Some(api.as_ref()), &action).await?;
         }
         Ok::<_, Error>(())
     }

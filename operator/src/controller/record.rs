@@ -18,7 +18,9 @@ use super::{Context, Error};
 use crate::api::{FIELD_MANAGER, NodeStatus, OctopusCluster, OctopusClusterStatus};
 use crate::resources::labels;
 
-/// Writes the status the decision implies and publishes the Events it calls for.
+/// Writes the status the decision implies and publishes the Events it calls for. A
+/// status equal to the previous one is not written: in steady state a reconcile writes
+/// nothing.
 pub async fn write(
     ctx: &Context,
     cluster: &OctopusCluster,
@@ -27,39 +29,11 @@ pub async fn write(
     failure: Option<&Error>,
 ) -> Result<(), Error> {
     let previous = &observed.status;
-    let mut wanted = decision.conditions.clone();
-    if let (Some(e), Some(p)) = (
-        failure,
-        wanted
-            .iter_mut()
-            .find(|c| c.type_ == conditions::PROGRESSING),
-    ) {
-        p.message = format!("{} (last attempt failed: {e})", p.message);
+    let failure = failure.map(ToString::to_string);
+    let status = status(observed, decision, failure.as_deref());
+    for note in notes(previous, &status, decision) {
+        event(ctx, cluster, note.warning, note.reason, &note.text).await;
     }
-    let status = OctopusClusterStatus {
-        observed_generation: Some(observed.generation),
-        current_version: decision.current_version.clone(),
-        target_version: decision.target_version.clone(),
-        schema_version: decision.schema_version.clone(),
-        replicas: i32::try_from(observed.pods.len()).unwrap_or(i32::MAX),
-        selector: Some(labels::selector_string(&observed.name)),
-        ready_nodes: Some(format!(
-            "{}/{}",
-            observed.pods.iter().filter(|p| p.ready).count(),
-            observed.spec.replicas
-        )),
-        phase: Some(decide::phase(&wanted)),
-        conditions: conditions::merge(
-            &previous.conditions,
-            &wanted,
-            observed.generation,
-            observed.now,
-        ),
-        nodes: node_statuses(observed),
-        upgrade: decision.upgrade.clone(),
-        last_backup: decision.last_backup.clone(),
-    };
-    events(ctx, cluster, previous, &status, decision).await;
     let ns = cluster.namespace().unwrap_or_default();
     if status != *previous {
         let api: Api<OctopusCluster> = Api::namespaced(ctx.client.clone(), &ns);
@@ -79,6 +53,46 @@ pub async fn write(
     let metrics = &ctx.metrics;
     metrics.cluster_status(&ns, &name, &observed.spec.version, previous, &status);
     Ok(())
+}
+
+/// The status a decision implies; `failure` is the action's error, if it failed.
+pub fn status(
+    observed: &Observed,
+    decision: &Decision,
+    failure: Option<&str>,
+) -> OctopusClusterStatus {
+    let mut wanted = decision.conditions.clone();
+    if let (Some(e), Some(p)) = (
+        failure,
+        wanted
+            .iter_mut()
+            .find(|c| c.type_ == conditions::PROGRESSING),
+    ) {
+        p.message = format!("{} (last attempt failed: {e})", p.message);
+    }
+    OctopusClusterStatus {
+        observed_generation: Some(observed.generation),
+        current_version: decision.current_version.clone(),
+        target_version: decision.target_version.clone(),
+        schema_version: decision.schema_version.clone(),
+        replicas: i32::try_from(observed.pods.len()).unwrap_or(i32::MAX),
+        selector: Some(labels::selector_string(&observed.name)),
+        ready_nodes: Some(format!(
+            "{}/{}",
+            observed.pods.iter().filter(|p| p.ready).count(),
+            observed.spec.replicas
+        )),
+        phase: Some(decide::phase(&wanted)),
+        conditions: conditions::merge(
+            &observed.status.conditions,
+            &wanted,
+            observed.generation,
+            observed.now,
+        ),
+        nodes: node_statuses(observed),
+        upgrade: decision.upgrade.clone(),
+        last_backup: decision.last_backup.clone(),
+    }
 }
 
 /// Every node as its pod and Octopus report it.
@@ -103,14 +117,32 @@ pub fn node_statuses(o: &Observed) -> Vec<NodeStatus> {
         .collect()
 }
 
-/// Events for what changed: an upgrade starting or ending, each action, each new stop.
-async fn events(
-    ctx: &Context,
-    cluster: &OctopusCluster,
+/// One Event to publish on the cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Note {
+    pub warning: bool,
+    pub reason: Reason,
+    pub text: String,
+}
+
+impl Note {
+    fn normal(reason: Reason, text: String) -> Self {
+        Self {
+            warning: false,
+            reason,
+            text,
+        }
+    }
+}
+
+/// The Events for what changed from `previous` to `next`: an upgrade starting or ending,
+/// each step and action, each new stop. None when nothing changed and nothing acts.
+pub fn notes(
     previous: &OctopusClusterStatus,
     next: &OctopusClusterStatus,
     decision: &Decision,
-) {
+) -> Vec<Note> {
+    let mut notes = Vec::new();
     let before = previous.upgrade.as_ref();
     if let Some(up) = &next.upgrade {
         let done = Upgrade::try_from(up)
@@ -130,7 +162,7 @@ async fn events(
                 up.change,
                 up.strategy.as_deref().unwrap_or("no")
             );
-            event(ctx, cluster, false, Reason::UpgradeStarted, &note).await;
+            notes.push(Note::normal(Reason::UpgradeStarted, note));
         }
         let moved = before.is_none_or(|b| b.step != up.step || b.node != up.node);
         if let (true, Some(step)) = (moved, &up.step) {
@@ -144,16 +176,16 @@ async fn events(
                 up.steps.len(),
                 up.to
             );
-            event(ctx, cluster, false, Reason::UpgradeStep, &note).await;
+            notes.push(Note::normal(Reason::UpgradeStep, note));
         }
         let ended = up.finished_at.is_some() && before.is_none_or(|b| b.finished_at.is_none());
         if ended {
             let note = format!("Every node runs {}", up.to);
-            event(ctx, cluster, false, Reason::UpgradeSucceeded, &note).await;
+            notes.push(Note::normal(Reason::UpgradeSucceeded, note));
         }
     }
     if let Some(action) = &decision.action {
-        event(ctx, cluster, false, action.reason(), &action.describe()).await;
+        notes.push(Note::normal(action.reason(), action.describe()));
     }
     if let Some((reason, message)) = &decision.stop {
         let was = previous
@@ -161,9 +193,14 @@ async fn events(
             .iter()
             .any(|c| c.status == "True" && c.reason == reason.as_str());
         if !was {
-            event(ctx, cluster, true, *reason, message).await;
+            notes.push(Note {
+                warning: true,
+                reason: *reason,
+                text: message.clone(),
+            });
         }
     }
+    notes
 }
 
 /// Publishes one Event on the cluster; a failure to publish is logged, never fatal.

@@ -5,14 +5,18 @@
 //! back once as a typed [`Upgrade`]. Each reconcile walks it from the first unfinished
 //! step: a step is *done* when observation says so (never because the operator did
 //! something before), otherwise it yields one idempotent action, a wait, a hold by a
-//! safety predicate, or a stop. Every stop has a [`Reason`].
+//! safety predicate, or a stop. Every stop has a [`Reason`]. A new upgrade is first only
+//! recorded (no action): its first step runs from the saved record, so nothing in Octopus
+//! is ever changed by an upgrade that status does not name.
 //!
 //! - [`start`]: no upgrade under way: create, hold steady, or plan one behind its gates.
 //! - [`run`]: walk the recorded steps of the upgrade under way.
 //! - [`evaluate`]: what one step needs now, one function per [`StepKind`](super::steps::StepKind).
 //! - [`report`]: the conditions and the phase.
+//! - [`release`]: what deletion releases in Octopus.
 
 mod evaluate;
+mod release;
 mod report;
 mod run;
 mod start;
@@ -20,6 +24,7 @@ mod start;
 use jiff::SignedDuration;
 
 pub use evaluate::{CRASH_RESTARTS, HEARTBEAT_AGE_OUT};
+pub use release::release;
 pub use report::phase;
 
 use super::model::{Action, Decision, Observed, Requeue};

@@ -17,6 +17,30 @@ use crate::controller::steps::{PlannedStep, StepKind, StepState, Upgrade};
 use crate::planner::{self, Step, Strategy};
 use crate::version::OctopusVersion;
 
+/// A new upgrade is only recorded: its first step (e.g. maintenance-on) runs on the next
+/// reconcile, from the saved record. So a kill or a failed status write can never leave
+/// Octopus changed with no record of what to undo, whatever the gates say afterwards.
+/// Nothing else changes meanwhile, not even the StatefulSet.
+pub(super) fn record_plan(o: &Observed, mut d: Decision, up: Upgrade) -> Decision {
+    let progress = (
+        Reason::Upgrading,
+        format!(
+            "planned {} -> {} ({} change, {} strategy, {} steps); the plan is recorded \
+             before its first step runs",
+            up.from,
+            up.to,
+            up.change,
+            up.strategy.map_or("no", Strategy::as_str),
+            up.steps.len()
+        ),
+    );
+    d.statefulset = None;
+    d.action = None;
+    d.requeue = Requeue::Soon;
+    d.upgrade = Some(UpgradeStatus::from(&up));
+    report::finish(o, d, Some(&up), None, Some(progress))
+}
+
 /// Walks the recorded steps of the upgrade under way.
 pub(super) fn run_upgrade(o: &Observed, mut d: Decision, mut up: Upgrade) -> Decision {
     if let Some(holding) = lift_stop(o, &mut d, &mut up) {

@@ -34,16 +34,16 @@ pub(super) fn steady_or_start(o: &Observed, mut d: Decision, target: &OctopusVer
 
     // What the cluster runs: the oldest pod version (patch mixes are harmless), else the
     // template; but never below the schema the database is known to be at.
-    let running = live
+    let pod_versions: Vec<OctopusVersion> = live
         .iter()
         .filter_map(|p| p.version.as_deref())
         .filter_map(|v| OctopusVersion::parse(v).ok())
-        .min()
-        .or_else(|| {
-            sts.version
-                .as_deref()
-                .and_then(|v| OctopusVersion::parse(v).ok())
-        });
+        .collect();
+    let running = pod_versions.iter().min().cloned().or_else(|| {
+        sts.version
+            .as_deref()
+            .and_then(|v| OctopusVersion::parse(v).ok())
+    });
     let schema = d
         .schema_version
         .as_deref()
@@ -55,14 +55,18 @@ pub(super) fn steady_or_start(o: &Observed, mut d: Decision, target: &OctopusVer
         (None, None) => target.clone(),
     };
     let current_template = sts.version.clone().unwrap_or_else(|| from.to_string());
-    let all_on_target = live
-        .iter()
-        .all(|p| p.version.as_deref() == Some(&o.spec.version))
-        && current_template == o.spec.version;
-
-    if all_on_target && from == *target {
-        return run_on_target(o, d, target, None);
-    }
+    // Drift within the target's schema line (a pod image or the template edited by hand to
+    // another patch) is corrected by an ordinary rolling plan from the drifted version, or,
+    // when every pod already runs the target, by applying the template again. Never an
+    // empty upgrade: that would be recorded, finished and recreated on every reconcile.
+    let from = if from == *target {
+        match drifted_patch(&pod_versions, target) {
+            Some(drifted) => drifted,
+            None => return run_on_target(o, d, target, None),
+        }
+    } else {
+        from
+    };
 
     let plan = planner::plan(&PlanRequest {
         from: from.clone(),
@@ -99,6 +103,7 @@ pub(super) fn steady_or_start(o: &Observed, mut d: Decision, target: &OctopusVer
         .tentacles
         .as_ref()
         .is_some_and(|t| t.upgrade_tentacles || t.update_calamari)
+        && moves_server(o, sts.version.as_deref())
     {
         steps.push(PlannedStep {
             kind: StepKind::Tentacles,
@@ -114,7 +119,31 @@ pub(super) fn steady_or_start(o: &Observed, mut d: Decision, target: &OctopusVer
         replicas,
         steps,
     );
-    run::run_upgrade(o, d, upgrade)
+    run::record_plan(o, d, upgrade)
+}
+
+/// The highest pod version on the target's schema line other than the target: where a
+/// drift correction rolls from when no pod is below the target.
+fn drifted_patch(pods: &[OctopusVersion], target: &OctopusVersion) -> Option<OctopusVersion> {
+    pods.iter()
+        .filter(|v| v.schema_line() == target.schema_line() && *v != target)
+        .max()
+        .cloned()
+}
+
+/// Whether an upgrade to spec.version changes the server version, as opposed to
+/// correcting drift: the template does not name it yet, no finished upgrade went to it,
+/// and status did not last see every node on it. The Tentacle/Calamari follow-up is
+/// queued only then.
+fn moves_server(o: &Observed, template: Option<&str>) -> bool {
+    let target = Some(o.spec.version.as_str());
+    let last_to = o
+        .status
+        .upgrade
+        .as_ref()
+        .filter(|u| u.finished_at.is_some())
+        .map(|u| u.to.as_str());
+    template != target && last_to != target && o.status.current_version.as_deref() != target
 }
 
 /// No upgrade needed: the StatefulSet runs the target with the desired nodes, unless

@@ -237,6 +237,7 @@ fn schema_upgrade_gates_and_refusals() {
     });
 
     let blocked_stays = want(V1, 3);
+    // From the recorded plan (see `a_new_upgrade_is_recorded_before_its_first_action`).
     let start = Some(Action::SetMaintenance(true));
     run_cases(vec![
         Case {
@@ -297,11 +298,11 @@ fn schema_upgrade_gates_and_refusals() {
         },
         Case {
             name: "minor, Automatic, window open -> maintenance mode first",
-            observed: minor(&|o| {
+            observed: planned(minor(&|o| {
                 o.spec.upgrade.schema_upgrades = SchemaUpgradePolicy::Automatic;
                 o.spec.upgrade.backup = Some(backup_job_spec());
                 o.spec.upgrade.maintenance_window = Some(wednesday_morning.clone());
-            }),
+            })),
             action: start.clone(),
             statefulset: want(V1, 3),
             conditions: vec![
@@ -313,10 +314,10 @@ fn schema_upgrade_gates_and_refusals() {
         },
         Case {
             name: "minor, Automatic, no window -> starts",
-            observed: minor(&|o| {
+            observed: planned(minor(&|o| {
                 o.spec.upgrade.schema_upgrades = SchemaUpgradePolicy::Automatic;
                 o.spec.upgrade.backup = Some(backup_job_spec());
-            }),
+            })),
             action: start.clone(),
             statefulset: want(V1, 3),
             conditions: vec![(PROGRESSING, true, "Upgrading")],
@@ -324,11 +325,11 @@ fn schema_upgrade_gates_and_refusals() {
         },
         Case {
             name: "minor, Automatic, window closed but approved -> starts",
-            observed: minor(&|o| {
+            observed: planned(minor(&|o| {
                 o.spec.upgrade.schema_upgrades = SchemaUpgradePolicy::Automatic;
                 approve(&mut o.spec, V2);
                 o.spec.upgrade.maintenance_window = Some(saturday_night.clone());
-            }),
+            })),
             action: start.clone(),
             statefulset: want(V1, 3),
             conditions: vec![(UPGRADE_BLOCKED, false, "NotBlocked")],
@@ -350,13 +351,13 @@ fn schema_upgrade_gates_and_refusals() {
         },
         Case {
             name: "minor, approved with backup skip -> starts",
-            observed: minor(&|o| {
+            observed: planned(minor(&|o| {
                 o.spec.upgrade.approved_version = Some(V2.into());
                 o.spec.upgrade.backup = Some(BackupSpec {
                     job_template: None,
                     skip: Some(true),
                 });
-            }),
+            })),
             action: start.clone(),
             statefulset: want(V1, 3),
             conditions: vec![(PROGRESSING, true, "Upgrading")],
@@ -397,10 +398,10 @@ fn schema_upgrade_gates_and_refusals() {
         },
         Case {
             name: "major, fully approved -> starts",
-            observed: major(&|o| {
+            observed: planned(major(&|o| {
                 o.spec.upgrade.approved_major_version = Some(2025);
                 o.spec.upgrade.approved_version = Some(V3.into());
-            }),
+            })),
             action: start.clone(),
             statefulset: want(V1, 3),
             conditions: vec![(PROGRESSING, true, "Upgrading")],
@@ -439,7 +440,7 @@ fn schema_upgrade_gates_and_refusals() {
         },
         Case {
             name: "two patches of one line (a half-done roll) resume where they stand",
-            observed: mixed_patches,
+            observed: planned(mixed_patches),
             action: Some(drain(1, true)),
             statefulset: want(V1_PATCH, 3),
             conditions: vec![(PROGRESSING, true, "Upgrading")],
@@ -471,10 +472,41 @@ fn a_schema_line_below_the_recorded_schema_is_never_started() {
 }
 
 #[test]
-fn the_first_decision_of_a_patch_upgrade_drains_the_highest_ordinal() {
+fn a_new_upgrade_is_recorded_before_its_first_action() {
     let mut o = steady(V1, 3);
     o.spec.version = V1_PATCH.into();
+    // The plan alone: no action, and the StatefulSet is left as it is until it is saved.
     let d = decide(&o);
+    assert_eq!((&d.action, &d.statefulset), (&None, &None));
+    assert_eq!(d.requeue, Requeue::Soon);
+    assert_cond(&d, PROGRESSING, true, "Upgrading");
+    assert!(
+        cond(&d, PROGRESSING)
+            .message
+            .contains("recorded before its first step runs"),
+        "{:?}",
+        cond(&d, PROGRESSING)
+    );
+    let up = typed(d.upgrade.as_ref().expect("plan recorded"));
+    assert_eq!(up.step, None);
+    assert!(up.steps.iter().all(|s| s.state == StepState::Pending));
+    assert_eq!(up.steps.len(), 18);
+    // The same for a schema upgrade: maintenance mode goes on only from the saved record.
+    let mut schema = steady(V1, 3);
+    schema.spec.version = V2.into();
+    approve(&mut schema.spec, V2);
+    assert_eq!(decide(&schema).action, None);
+    assert_eq!(
+        decide(&planned(schema)).action,
+        Some(Action::SetMaintenance(true))
+    );
+}
+
+#[test]
+fn the_first_action_of_a_patch_upgrade_drains_the_highest_ordinal() {
+    let mut o = steady(V1, 3);
+    o.spec.version = V1_PATCH.into();
+    let d = decide(&planned(o));
     assert_eq!(d.action, Some(drain(2, true)));
     assert_eq!(d.statefulset, want(V1_PATCH, 3));
     assert_eq!(d.requeue, Requeue::Soon);

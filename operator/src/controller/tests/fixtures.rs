@@ -261,22 +261,26 @@ pub fn typed(up: &UpgradeStatus) -> Upgrade {
     Upgrade::try_from(up).expect("the recorded upgrade decodes")
 }
 
-/// The status `record::write` builds from a decision (the part the core reads back).
+/// The status `record::write` builds from a decision, without the fields only `kubectl`
+/// reads (selector, readyNodes), as the resume fixtures hold it.
 pub fn record(o: &Observed, d: &Decision) -> OctopusClusterStatus {
     OctopusClusterStatus {
-        observed_generation: Some(o.generation),
-        current_version: d.current_version.clone(),
-        target_version: d.target_version.clone(),
-        schema_version: d.schema_version.clone(),
-        replicas: i32::try_from(o.pods.len()).expect("small"),
         selector: None,
         ready_nodes: None,
-        phase: Some(phase(&d.conditions)),
-        conditions: conditions::merge(&o.status.conditions, &d.conditions, o.generation, o.now),
-        nodes: crate::controller::record::node_statuses(o),
-        upgrade: d.upgrade.clone(),
-        last_backup: d.last_backup.clone(),
+        ..crate::controller::record::status(o, d, None)
     }
+}
+
+/// `o` after the reconcile that records a new upgrade's plan, which acts on nothing.
+#[track_caller]
+pub fn planned(mut o: Observed) -> Observed {
+    let d = decide(&o);
+    assert!(
+        d.action.is_none() && d.statefulset.is_none(),
+        "the plan acts before it is recorded: {d:?}"
+    );
+    o.status = record(&o, &d);
+    o
 }
 
 // ---------------------------------------------------------------- decision assertions

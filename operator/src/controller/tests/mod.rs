@@ -8,9 +8,11 @@
 //! - [`sim`]: a tiny simulated world; [`walks`], [`stops`] and [`restarts`] walk whole
 //!   upgrades through it, checking invariants at every moment.
 //! - [`properties`]: properties over random observations and randomised walks.
+//! - [`drift`]: drift within a schema line is corrected once, then nothing is written.
 //! - [`resume`]: status written by an earlier operator (JSON fixtures) decodes and resumes.
 
 mod cases;
+mod drift;
 pub(super) mod fixtures;
 mod predicates;
 mod properties;

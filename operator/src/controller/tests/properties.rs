@@ -267,6 +267,17 @@ pub fn check_decision_properties(o: &Observed, d: &Decision) -> Result<(), TestC
     }
     if d.action.is_some() {
         prop_assert_eq!(d.requeue, Requeue::Soon);
+        // Only from a saved record: a new upgrade's plan is written before it acts.
+        let saved = o
+            .status
+            .upgrade
+            .as_ref()
+            .filter(|u| u.finished_at.is_none());
+        prop_assert!(
+            saved.is_some_and(|u| d.upgrade.as_ref().map(|n| &n.started_at) == Some(&u.started_at)),
+            "{:?} for an upgrade not recorded yet",
+            d.action
+        );
     }
 
     match &d.action {
@@ -402,7 +413,8 @@ fn a_stop_found_by_the_start_guard_cancels_the_steps_action() {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(40))]
 
-    /// Walks with random cluster sizes, work, backup durations and one kill anywhere.
+    /// Walks with random cluster sizes, work, backup durations and one kill anywhere,
+    /// after which the spec or the clock may change.
     #[test]
     fn prop_randomised_walks_stay_safe_and_converge(
         n in 1u32..=4,
@@ -411,6 +423,7 @@ proptest! {
         task_ticks in 1u32..8,
         backup_ticks in 0u32..4,
         kill in prop::option::of((0u32..40, any::<bool>())),
+        change in prop::option::of(0..Change::ALL.len()),
     ) {
         let to = if schema { V2 } else { V1_PATCH };
         let setup = move || {
@@ -434,7 +447,8 @@ proptest! {
             }
             Some((k, before_record)) => {
                 let mode = if before_record { Kill::BeforeRecord } else { Kill::AfterApply };
-                if let Err(e) = killed_at(&setup, k, mode, to) {
+                let change = change.map(|c| Change::ALL[c]);
+                if let Err(e) = killed_and_changed_at(&setup, k, mode, change, to) {
                     return Err(TestCaseError::fail(e));
                 }
             }

@@ -7,14 +7,81 @@ use super::walks::*;
 
 // -------------------------------------------------------------------- restart safety
 
+/// What changes while the operator is down: the spec (a person, a GitOps sync) or the
+/// clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// spec.version back to the version the walk started from.
+    VersionBack,
+    /// The approval withdrawn: spec.upgrade.approvedVersion cleared.
+    Unapproved,
+    /// Automatic schema upgrades in a maintenance window that is closed now.
+    WindowClosed,
+    /// spec.paused set.
+    Paused,
+    /// The clock jumps three hours: past drainTimeout, nodeReadyTimeout and the window.
+    ClockJump,
+}
+
+impl Change {
+    pub const ALL: [Self; 5] = [
+        Self::VersionBack,
+        Self::Unapproved,
+        Self::WindowClosed,
+        Self::Paused,
+        Self::ClockJump,
+    ];
+
+    pub fn apply(self, sim: &mut Sim) {
+        let from = sim.expect.from.clone();
+        match self {
+            Self::VersionBack => sim.change_spec(|s| s.version = from),
+            Self::Unapproved => sim.change_spec(|s| s.upgrade.approved_version = None),
+            Self::WindowClosed => sim.change_spec(|s| {
+                s.upgrade.approved_version = None;
+                s.upgrade.schema_upgrades = SchemaUpgradePolicy::Automatic;
+                s.upgrade.maintenance_window = Some(MaintenanceWindow {
+                    days: vec![Weekday::Sunday],
+                    start: "02:00".into(),
+                    duration: minutes(60),
+                    time_zone: "UTC".into(),
+                });
+            }),
+            Self::Paused => sim.change_spec(|s| s.paused = true),
+            Self::ClockJump => sim.now = after(sim.now, 3 * 3600),
+        }
+    }
+}
+
 /// Kills the operator once, at reconcile `k` of the walk `setup` builds, then lets it run:
 /// every invariant must hold and the walk must converge on `to`.
 pub fn killed_at(setup: &dyn Fn() -> Sim, k: u32, kill: Kill, to: &str) -> Result<(), String> {
+    killed_and_changed_at(setup, k, kill, None, to)
+}
+
+/// [`killed_at`], and while the operator is down `change` happens; the operator then runs
+/// under it for a while (invariants checked at every moment) before a person puts the spec
+/// back, which also lifts a stop a timeout caused.
+pub fn killed_and_changed_at(
+    setup: &dyn Fn() -> Sim,
+    k: u32,
+    kill: Kill,
+    change: Option<Change>,
+    to: &str,
+) -> Result<(), String> {
     let mut sim = setup();
     for _ in 0..k {
         sim.step(Kill::Never);
     }
     sim.step(kill);
+    if let Some(change) = change {
+        let wanted = sim.spec.clone();
+        change.apply(&mut sim);
+        for _ in 0..30 {
+            sim.step(Kill::Never);
+        }
+        sim.change_spec(|s| *s = wanted);
+    }
     let settled = sim.try_run(400);
     let problem = match settled {
         Err(e) => Some(e),
@@ -39,7 +106,7 @@ pub fn killed_at(setup: &dyn Fn() -> Sim, k: u32, kill: Kill, to: &str) -> Resul
                 .cloned()
                 .unwrap_or_default();
             Err(format!(
-                "killed at reconcile {k} ({kill:?}): {p}\n    {killed}\n    {}",
+                "killed at reconcile {k} ({kill:?}, then {change:?}): {p}\n    {killed}\n    {}",
                 sim.violations.first().cloned().unwrap_or_default()
             ))
         }
@@ -48,12 +115,47 @@ pub fn killed_at(setup: &dyn Fn() -> Sim, k: u32, kill: Kill, to: &str) -> Resul
 
 /// Every point of the walk, killed.
 pub fn sweep(setup: &dyn Fn() -> Sim, kill: Kill, to: &str) -> Vec<String> {
+    (0..points(setup, to))
+        .filter_map(|k| killed_at(setup, k, kill, to).err())
+        .collect()
+}
+
+/// The reconciles of the walk without a kill.
+fn points(setup: &dyn Fn() -> Sim, to: &str) -> u32 {
     let mut reference = setup();
     reference.run(400);
     reference.assert_converged(to);
-    let points = reference.reconciles;
-    (0..points)
-        .filter_map(|k| killed_at(setup, k, kill, to).err())
+    reference.reconciles
+}
+
+/// Every point of the walk, killed both ways, then each [`Change`].
+pub fn sweep_with_changes(setup: &dyn Fn() -> Sim, to: &str) -> Vec<String> {
+    let mut failures = Vec::new();
+    for k in 0..points(setup, to) {
+        for kill in [Kill::BeforeRecord, Kill::AfterApply] {
+            for change in Change::ALL {
+                if let Err(e) = killed_and_changed_at(setup, k, kill, Some(change), to) {
+                    failures.push(e);
+                }
+            }
+        }
+    }
+    failures
+}
+
+/// Every point of the walk, killed between act and record, then deleted: the cleanup
+/// releases whatever Octopus holds.
+pub fn deletion_sweep(setup: &dyn Fn() -> Sim, to: &str) -> Vec<String> {
+    (0..points(setup, to))
+        .filter_map(|k| {
+            let mut sim = setup();
+            for _ in 0..k {
+                sim.step(Kill::Never);
+            }
+            sim.step(Kill::BeforeRecord);
+            sim.delete()
+                .map(|held| format!("deleted after a kill at reconcile {k}: {held}"))
+        })
         .collect()
 }
 
@@ -83,6 +185,48 @@ fn a_schema_upgrade_survives_a_kill_between_apply_and_act_at_every_point() {
 fn a_schema_upgrade_survives_a_kill_between_act_and_record_at_every_point() {
     let failures = sweep(&|| stop_the_world_sim(V1, V2, 3), Kill::BeforeRecord, V2);
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+#[test]
+fn a_rolling_upgrade_stays_safe_when_the_spec_or_the_clock_changes_after_a_kill() {
+    let failures = sweep_with_changes(&|| rolling_sim(V1, V1_PATCH, 3), V1_PATCH);
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+#[test]
+fn a_schema_upgrade_stays_safe_when_the_spec_or_the_clock_changes_after_a_kill() {
+    let failures = sweep_with_changes(&|| stop_the_world_sim(V1, V2, 3), V2);
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+#[test]
+fn deletion_after_a_kill_at_any_point_releases_octopus() {
+    let mut failures = deletion_sweep(&|| rolling_sim(V1, V1_PATCH, 3), V1_PATCH);
+    failures.extend(deletion_sweep(&|| stop_the_world_sim(V1, V2, 3), V2));
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+#[test]
+fn a_kill_right_after_maintenance_on_then_a_withdrawn_approval_keeps_the_record() {
+    // The first action of the schema upgrade runs, the operator dies before writing
+    // status, and a person withdraws the approval. The plan was saved before the action,
+    // so the upgrade it started is carried to its end (maintenance mode off again); and a
+    // deletion at that moment releases maintenance mode.
+    let mut sim = stop_the_world_sim(V1, V2, 3);
+    sim.run_until_due(10, |d| d.action == Some(Action::SetMaintenance(true)));
+    let recorded = sim
+        .status
+        .upgrade
+        .clone()
+        .expect("plan saved before the action");
+    assert!(recorded.step.is_none() && recorded.finished_at.is_none());
+    sim.step(Kill::BeforeRecord);
+    assert!(sim.maintenance);
+    sim.change_spec(|s| s.upgrade.approved_version = None);
+    let mut deleted = sim.clone();
+    assert_eq!(deleted.delete(), None, "{}", deleted.story());
+    sim.run(300);
+    sim.assert_converged(V2);
 }
 
 #[test]
@@ -179,6 +323,24 @@ fn the_simulator_catches_an_unsafe_operator() {
     });
     sim.check_world("test");
     caught(&sim, "went back");
+
+    // Acting before the plan is recorded, and maintenance mode with no record.
+    let mut sim = stop_the_world_sim(V1, V2, 3);
+    let o = sim.observe();
+    let mut d = decide(&o);
+    d.action = Some(Action::SetMaintenance(true));
+    sim.check_decision(&o, &d);
+    caught(&sim, "before its upgrade was recorded");
+    sim.perform(&Action::SetMaintenance(true));
+    sim.tick();
+    caught(
+        &sim,
+        "maintenance mode on and drained nodes [] with no upgrade record",
+    );
+    assert!(
+        sim.delete().is_some(),
+        "deletion released what no record names"
+    );
 
     // Two schema lines at once.
     let mut sim = Sim::steady(V1, 2);

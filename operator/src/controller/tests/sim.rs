@@ -106,6 +106,12 @@ pub struct Sim {
     pub ticks: u32,
     pub reconciles: u32,
     pub tentacle_queues: u32,
+    /// Status writes `record::write` would make (the status changed).
+    pub status_writes: u32,
+    /// Events `record::write` would publish, by reason, in order.
+    pub events: Vec<Reason>,
+    /// Actions performed.
+    pub actions: u32,
     pub expect: Expect,
     /// The template has run the new version with pods (stop-the-world).
     pub new_template_started: bool,
@@ -147,6 +153,9 @@ impl Sim {
             ticks: 0,
             reconciles: 0,
             tentacle_queues: 0,
+            status_writes: 0,
+            events: Vec::new(),
+            actions: 0,
             expect: Expect::default(),
             new_template_started: false,
             max_out: 0,
@@ -285,11 +294,18 @@ impl Sim {
         }
         if kill != Kill::AfterApply {
             if let Some(action) = &d.action {
+                self.actions += 1;
                 self.perform(action);
                 self.check_world("after the action");
             }
             if kill == Kill::Never {
-                self.status = record(&o, &d);
+                let status = record(&o, &d);
+                let notes = crate::controller::record::notes(&self.status, &status, &d);
+                self.events.extend(notes.iter().map(|n| n.reason));
+                if status != self.status {
+                    self.status_writes += 1;
+                }
+                self.status = status;
             }
         }
         self.last = Some(d.clone());
@@ -564,6 +580,55 @@ impl Sim {
             }
         }
         self.check_world("after the world moved");
+        self.check_released();
+    }
+
+    /// The cluster is deleted now: the finalizer's cleanup reads the saved status and
+    /// releases what it names. Returns what Octopus still holds afterwards (nothing can be
+    /// released while no node runs: the operator says so with an Event).
+    pub fn delete(&mut self) -> Option<String> {
+        if !self.pods.values().any(|p| p.ready) {
+            return None;
+        }
+        let state = self.octopus_state();
+        for action in crate::controller::decide::release(&self.status, &state) {
+            self.perform(&action);
+        }
+        let drained: Vec<&str> = self
+            .nodes
+            .values()
+            .filter(|n| n.drained)
+            .map(|n| n.name.as_str())
+            .collect();
+        (self.maintenance || !drained.is_empty()).then(|| {
+            format!(
+                "after deletion: maintenance {}, drained {drained:?}",
+                self.maintenance
+            )
+        })
+    }
+
+    /// Octopus holds maintenance mode or a drained node only while status records the
+    /// unfinished upgrade that will release it (and that deletion's cleanup reads).
+    pub fn check_released(&mut self) {
+        let recorded = self
+            .status
+            .upgrade
+            .as_ref()
+            .is_some_and(|u| u.finished_at.is_none());
+        let drained: Vec<String> = self
+            .nodes
+            .values()
+            .filter(|n| n.drained)
+            .map(|n| n.name.clone())
+            .collect();
+        if !recorded && (self.maintenance || !drained.is_empty()) {
+            self.violation(format!(
+                "maintenance mode {} and drained nodes {drained:?} with no upgrade record to \
+                 release them",
+                if self.maintenance { "on" } else { "off" }
+            ));
+        }
     }
 
     /// Desired nodes that serve no tasks right now: pod missing, not ready or terminating,
@@ -678,6 +743,19 @@ impl Sim {
         }
         if d.stop.is_some() {
             self.violation(format!("{action:?} despite the stop {:?}", d.stop));
+        }
+        let saved = o
+            .status
+            .upgrade
+            .as_ref()
+            .filter(|u| u.finished_at.is_none())
+            .map(|u| &u.started_at);
+        let acting_for = d.upgrade.as_ref().map(|u| &u.started_at);
+        if saved.is_none() || saved != acting_for {
+            self.violation(format!(
+                "{action:?} before its upgrade was recorded (saved {saved:?}, acting for \
+                 {acting_for:?})"
+            ));
         }
         if let Action::DeletePod(name) = action {
             let drained = self.nodes.get(name).is_some_and(|n| n.drained);

@@ -274,6 +274,9 @@ fn octopus_unreachable_at_maintenance_on_waits() {
         approve(s, V2);
     });
     sim.expect = Expect::new(Strategy::StopTheWorld, V1, V2, 3);
+    // The plan is recorded; its first step then waits for an answer.
+    let planned = sim.step(Kill::Never);
+    assert_eq!(step_of(&planned), (None, None));
     let d = sim.step(Kill::Never);
     assert!(d.action.is_none());
     assert_eq!(step_of(&d), (Some(StepKind::MaintenanceOn), None));
