@@ -51,7 +51,8 @@ metadata:
 EOF
   cat "$crd"
   # --skip-crds: the CRD above is the source file itself, not helm's rendering of it.
-  "$helm" template "$release" "$chart" --namespace "$namespace" --skip-crds
+  # --skip-tests: the `helm test` pod is for Helm users; kubectl users have no `helm test`.
+  "$helm" template "$release" "$chart" --namespace "$namespace" --skip-crds --skip-tests
 }
 
 if [[ $mode == stdout ]]; then

@@ -2,9 +2,11 @@
 //! and the scenarios' shared helpers.
 
 pub mod cluster;
+pub mod helm;
 pub mod jobs;
 pub mod operator_process;
 pub mod process;
 pub mod real_node;
 pub mod scenario;
+pub mod storage;
 pub mod twin;

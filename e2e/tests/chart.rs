@@ -9,19 +9,16 @@
 //! own RBAC answers `kubectl auth can-i` for the operator's ServiceAccount as intended; a
 //! Helm install with `watchNamespace` confines the operator to that namespace.
 //!
-//! helm comes from env `HELM` or where e2e/tools/install-helm.sh puts it (`make tools`).
-//! A missing helm or control plane fails these tests: nothing here is skipped.
+//! helm comes from env `HELM` or where e2e/tools/install-helm.sh puts it (`make tools`),
+//! see [`octopus_e2e::helm`]. A missing helm or control plane fails these tests: nothing
+//! here is skipped. The chart's Deployment running for real on the node, with its
+//! `helm test`, is e2e/tests/operator_pod.rs.
 //!
 //! install.yaml's objects (namespace `octopus-operator`, its ClusterRole and binding) are
 //! left on the shared control plane: re-applying is idempotent, and deleting the namespace
 //! would race the next run's apply against its termination.
 
-use std::{
-    collections::BTreeSet,
-    path::{Path, PathBuf},
-    process::Command,
-    time::Duration,
-};
+use std::{collections::BTreeSet, process::Command, time::Duration};
 
 use anyhow::{Context, Result, bail, ensure};
 use k8s_openapi::{
@@ -38,7 +35,8 @@ use kube::{
     api::{ListParams, PostParams},
     core::{ApiResource, DynamicObject, GroupVersionKind},
 };
-use octopus_e2e::cluster::{TestCluster, pin, wait_until};
+use octopus_e2e::cluster::{TestCluster, wait_until};
+use octopus_e2e::helm::{chart_dir, helm, helm_binary, repo_root};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -52,71 +50,6 @@ const WAIT: Duration = Duration::from_secs(60);
 /// install, the CRD upgrade): a CRD appearing or going away while helm discovers the API
 /// makes its discovery fail on the half-served group.
 static API_CHANGES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("e2e/ has a parent")
-        .to_owned()
-}
-
-fn chart_dir() -> PathBuf {
-    repo_root().join("charts/octopus-operator")
-}
-
-/// env `HELM`, else the helm e2e/tools/install-helm.sh installs; an error (never a skip)
-/// when there is none.
-fn helm_binary() -> Result<PathBuf> {
-    if let Some(path) = std::env::var_os("HELM") {
-        return Ok(path.into());
-    }
-    let cache = match std::env::var_os("OCTOPUS_OPERATOR_CACHE") {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(std::env::var_os("HOME").context("HOME is not set")?)
-            .join(".cache/octopus-operator"),
-    };
-    let package = pin("HELM_LAYER_PACKAGE").context("versions.env has no HELM_LAYER_PACKAGE")?;
-    let version = pin("HELM_LAYER_VERSION").context("versions.env has no HELM_LAYER_VERSION")?;
-    let path = cache
-        .join("tools")
-        .join(format!("{package}-{version}"))
-        .join("helm");
-    ensure!(
-        path.is_file(),
-        "helm is not installed at {}: run `e2e/tools/install-helm.sh` (or `make tools`), \
-         or set HELM to a helm binary",
-        path.display()
-    );
-    Ok(path)
-}
-
-/// Runs helm (env `HELM_*` state kept out of the repo) and returns its stdout; a non-zero
-/// exit is an error carrying stderr.
-fn helm<I, S>(args: I) -> Result<String>
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<std::ffi::OsStr>,
-{
-    let helm = helm_binary()?;
-    let home = std::env::temp_dir().join("octopus-e2e-helm");
-    let args: Vec<_> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
-    let output = Command::new(&helm)
-        .args(&args)
-        .env("HELM_CACHE_HOME", home.join("cache"))
-        .env("HELM_CONFIG_HOME", home.join("config"))
-        .env("HELM_DATA_HOME", home.join("data"))
-        .output()
-        .with_context(|| format!("cannot run {}", helm.display()))?;
-    let stdout = String::from_utf8(output.stdout).context("helm printed non-UTF-8")?;
-    if !output.status.success() {
-        bail!(
-            "helm {args:?}: {}\nstdout:\n{stdout}\nstderr:\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    Ok(stdout)
-}
 
 /// `helm template` of the chart for `release` in `namespace` with `--set` values.
 fn render(release: &str, namespace: &str, set: &[&str]) -> Result<String> {
@@ -224,7 +157,7 @@ fn operator_grants(watched: &str, own_namespace: &str) -> BTreeSet<Grant> {
             (
                 "batch",
                 &["jobs"],
-                &["get", "list", "watch", "create", "patch"],
+                &["get", "list", "watch", "create", "patch", "delete"],
             ),
             ("", &["pods"], &["get", "list", "watch", "delete"]),
             ("", &["secrets"], &["get", "list", "watch", "create"]),
@@ -477,8 +410,24 @@ fn rendering_is_deterministic() -> Result<()> {
     let first = render("octopus-operator", "octopus-operator", &[])?;
     let second = render("octopus-operator", "octopus-operator", &[])?;
     assert!(first == second, "{}", first_difference(&first, &second));
-    for entry in std::fs::read_dir(chart_dir().join("templates"))? {
-        let path = entry?.path();
+    // Every template, those in templates/tests/ too.
+    let mut dirs = vec![chart_dir().join("templates")];
+    let mut files = Vec::new();
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    assert!(
+        files.iter().any(|f| f.ends_with("tests/check.yaml")),
+        "the walk missed templates/tests: {files:?}"
+    );
+    for path in files {
         let text = std::fs::read_to_string(&path)?;
         for action in template_actions(&text) {
             let called = action
@@ -559,6 +508,10 @@ fn rendered_deployment_is_hardened_probed_and_configured_from_values() -> Result
     assert_eq!(pdb["spec"]["selector"], spec["selector"]);
     let pod = &spec["template"]["spec"];
     assert_eq!(pod["serviceAccountName"], "octopus-operator");
+    assert!(
+        pod["tolerations"].is_null(),
+        "no tolerations by default (the e2e node's taint is tolerated through the value)"
+    );
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
     assert_eq!(
         pod["securityContext"]["seccompProfile"]["type"],
@@ -706,6 +659,71 @@ fn rendered_deployment_is_hardened_probed_and_configured_from_values() -> Result
             .iter()
             .any(|d| name_of(d).ends_with("-leader-election")),
         "no Lease rights without leader election"
+    );
+    Ok(())
+}
+
+#[test]
+fn helm_test_hook_runs_the_check_as_the_operator_and_is_no_replica() -> Result<()> {
+    let hook = |set: &[&str]| -> Result<Value> {
+        let docs = documents(&render("octopus-operator", "ops", set)?)?;
+        let pod = find(&docs, "Pod")?.clone();
+        let deployment = find(&docs, "Deployment")?;
+        // The Deployment's selector (and so its Service and PDB) must not match the hook.
+        let selector = deployment["spec"]["selector"]["matchLabels"]
+            .as_object()
+            .context("no selector")?;
+        let labels = &pod["metadata"]["labels"];
+        assert!(
+            selector.iter().any(|(k, v)| &labels[k] != v),
+            "the test pod carries the operator's selector labels: {labels}"
+        );
+        assert_eq!(
+            pod["spec"]["serviceAccountName"],
+            deployment["spec"]["template"]["spec"]["serviceAccountName"]
+        );
+        assert_eq!(
+            pod["spec"]["containers"][0]["image"],
+            deployment["spec"]["template"]["spec"]["containers"][0]["image"],
+            "the check runs from the operator's own image"
+        );
+        assert_eq!(pod["spec"]["restartPolicy"], "Never");
+        Ok(pod)
+    };
+    let pod = hook(&[])?;
+    assert_eq!(pod["metadata"]["annotations"]["helm.sh/hook"], "test");
+    assert_eq!(
+        strings(&pod["spec"]["containers"][0]["args"]),
+        [
+            "check",
+            "--url=http://octopus-operator-metrics.ops.svc:8080",
+            "--lease=ops/octopus-operator",
+            "--retry-for=30s",
+        ]
+    );
+    assert_eq!(
+        pod["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"],
+        true
+    );
+    let pod = hook(&[
+        "leaderElection.enabled=false",
+        "watchNamespace=team-a",
+        "metrics.port=9090",
+        "tolerations[0].key=dedicated",
+        "tolerations[0].operator=Exists",
+    ])?;
+    assert_eq!(
+        strings(&pod["spec"]["containers"][0]["args"]),
+        [
+            "check",
+            "--url=http://octopus-operator-metrics.ops.svc:9090",
+            "--namespace=team-a",
+            "--retry-for=30s",
+        ]
+    );
+    assert_eq!(
+        pod["spec"]["tolerations"][0]["key"], "dedicated",
+        "it runs where the operator may run"
     );
     Ok(())
 }
@@ -874,6 +892,8 @@ async fn install_yaml_applies_server_side_and_grants_the_operator_its_rights() -
             (yes, &["create", "services", "-n", "team-a"]),
             (yes, &["create", "persistentvolumeclaims", "-n", "team-a"]),
             (yes, &["create", "jobs.batch", "-n", "team-a"]),
+            // Finished backup Jobs of earlier attempts are pruned (rbac.yaml).
+            (yes, &["delete", "jobs.batch", "-n", "team-a"]),
             (yes, &["delete", "pods", "-n", "team-a"]),
             (yes, &["list", "secrets", "-A"]),
             (yes, &["create", "secrets", "-n", "team-a"]),
@@ -902,7 +922,6 @@ async fn install_yaml_applies_server_side_and_grants_the_operator_its_rights() -
             ),
             (no, &["delete", "statefulsets.apps", "-n", "team-a"]),
             (no, &["delete", "persistentvolumeclaims", "-n", "team-a"]),
-            (no, &["delete", "jobs.batch", "-n", "team-a"]),
             (no, &["update", "secrets", "-n", "team-a"]),
             (no, &["delete", "secrets", "-n", "team-a"]),
             (no, &["create", "pods", "-n", "team-a"]),

@@ -113,6 +113,8 @@ async fn crd_samples_and_kubectl_views() {
         "maintenanceWindow",
         "backup",
         "Major upgrades change",
+        "restoredBackup",
+        "the backup you restored the database and Master Key from",
     ] {
         assert!(
             folded.contains(words),

@@ -388,17 +388,17 @@ async fn major_needs_approval_and_downgrade_needs_restore() {
     must(s.finish().await);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn node_failing_after_migration_stops_the_operator() {
-    let s = must(Scenario::start("failmig", twin_config(false)).await);
+/// A 2-node cluster on 2024.1.100 whose automatic upgrade to 2024.2.1 fails at the
+/// migration (node 0 cannot start on it): stopped with NodeFailedAfterMigration.
+async fn failed_migration(prefix: &str) -> (Scenario, octopus_operator::api::OctopusCluster) {
+    let s = must(Scenario::start(prefix, twin_config(false)).await);
     let mut sp = spec("2024.1.100", 2);
     sp["upgrade"]["schemaUpgrades"] = json!("Automatic");
     sp["upgrade"]["nodeReadyTimeout"] = json!("20s");
     create_ready(&s, sp).await;
-    let svc = "octo";
     s.twin.set_faults(
         s.ns.name(),
-        svc,
+        "octo",
         Faults {
             fail_to_start: ["octo-0".to_string()].into_iter().collect(),
             ..Faults::default()
@@ -415,14 +415,70 @@ async fn node_failing_after_migration_stops_the_operator() {
         )
         .await,
     );
+    (s, c)
+}
+
+/// The backup Jobs of the scenario's namespace: (name, succeeded).
+async fn backup_jobs(s: &Scenario) -> Vec<(String, bool)> {
+    let jobs: kube::Api<k8s_openapi::api::batch::v1::Job> = s.ns.api();
+    let list = must(
+        jobs.list(&Default::default())
+            .await
+            .map_err(anyhow::Error::from),
+    );
+    list.items
+        .into_iter()
+        .map(|j| {
+            let done = j.status.and_then(|st| st.succeeded).unwrap_or_default() > 0;
+            (j.metadata.name.unwrap_or_default(), done)
+        })
+        .collect()
+}
+
+/// The StatefulSet's replicas and the Octopus version of its pod template.
+async fn statefulset_now(s: &Scenario) -> (Option<i32>, Option<String>) {
+    let sts: kube::Api<k8s_openapi::api::apps::v1::StatefulSet> = s.ns.api();
+    let sts = must(sts.get("octo").await.map_err(anyhow::Error::from));
+    let spec = sts.spec;
+    let image = spec
+        .template
+        .spec
+        .and_then(|p| p.containers.into_iter().next())
+        .and_then(|c| c.image);
+    (
+        spec.replicas,
+        image
+            .as_deref()
+            .and_then(octopus_operator::resources::image::version_of),
+    )
+}
+
+/// Issue 10, items 2 and 9: A -> B fails at the migration; setting A back starts nothing
+/// until spec.upgrade.restoredBackup names that attempt's backup; then every node returns
+/// to A; A -> B again runs a second backup Job, under another name, before the schema
+/// migrates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_migration_goes_back_on_the_restored_backup_and_a_retry_backs_up_again() {
+    let (s, c) = failed_migration("failmig").await;
     assert!(condition(&c, "UpgradeBlocked").is_some_and(|b| b.status == "True"));
+    let status = c.status.clone().expect("status");
+    let first = status.upgrade.clone().expect("upgrade");
+    let first_backup = status
+        .last_backup
+        .clone()
+        .expect("backup of the first attempt");
+    assert_eq!(first_backup.attempt, first.attempt);
+    let stop = condition(&c, "UpgradeBlocked")
+        .expect("cond")
+        .message
+        .clone();
+    assert!(
+        stop.contains(&first_backup.job_name) && stop.contains("spec.upgrade.restoredBackup"),
+        "{stop}"
+    );
     // The operator takes no further step: node 1 is never started on either version.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let sts: kube::Api<k8s_openapi::api::apps::v1::StatefulSet> = s.ns.api();
-    let replicas = must(sts.get("octo").await.map_err(anyhow::Error::from))
-        .spec
-        .replicas;
-    assert_eq!(replicas, Some(1));
+    assert_eq!(statefulset_now(&s).await.0, Some(1));
     let events = s.twin.events();
     let started_1_after_stop = events.iter().any(|e| {
         matches!(&e.kind, EventKind::NodeStarting { node, version, .. } if node == "octo-1" && version == "2024.2.1")
@@ -431,10 +487,57 @@ async fn node_failing_after_migration_stops_the_operator() {
         !started_1_after_stop,
         "node 1 was started after node 0 failed"
     );
-    // The way back the stop describes: the database is restored (here it never migrated)
-    // and spec.version names the old version again. Every node returns to it.
-    s.twin.set_faults(s.ns.name(), svc, Faults::default());
+
+    // spec.version back alone is no evidence: no node runs, the condition says what to do.
+    let edited = Timestamp::now();
     must(s.patch_spec("octo", json!({"version": "2024.1.100"})).await);
+    let c = must(
+        s.wait_condition(
+            "octo",
+            "UpgradeBlocked",
+            true,
+            Some("RestoreNotAcknowledged"),
+            WAIT,
+        )
+        .await,
+    );
+    let message = condition(&c, "UpgradeBlocked")
+        .expect("cond")
+        .message
+        .clone();
+    println!("RestoreNotAcknowledged: {message}");
+    let copy = first_backup.master_key_secret.clone().expect("copy");
+    for words in [
+        first_backup.job_name.as_str(),
+        copy.as_str(),
+        "restoredBackup",
+    ] {
+        assert!(message.contains(words), "{words}: {message}");
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while statefulset_now(&s).await.0 != Some(0) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node 0 kept running"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let events = s.twin.events();
+    let old_started = Replay::new(&events)
+        .since(Mark::At(edited))
+        .count(|k| matches!(k, EventKind::NodeStarting { version, .. } if version == "2024.1.100"));
+    assert_eq!(old_started, 0, "an old node started on the edit alone");
+
+    // The person restored the database and Master Key from that backup and says so.
+    s.twin.set_faults(s.ns.name(), "octo", Faults::default());
+    must(
+        s.patch_spec(
+            "octo",
+            json!({"upgrade": {"restoredBackup": first_backup.job_name}}),
+        )
+        .await,
+    );
     let c = wait_upgraded(&s, "2024.1.100").await;
     let up = c.status.and_then(|st| st.upgrade).expect("upgrade");
     assert_eq!(up.change, "minor-downgrade");
@@ -442,9 +545,135 @@ async fn node_failing_after_migration_stops_the_operator() {
         s.wait_condition("octo", "Ready", true, Some("Ready"), WAIT)
             .await,
     );
+
+    // The retry takes its own backup before any node stops for it.
+    let retried = Timestamp::now();
+    must(s.patch_spec("octo", json!({"version": "2024.2.1"})).await);
+    let c = wait_upgraded(&s, "2024.2.1").await;
+    let status = c.status.expect("status");
+    let second = status.upgrade.expect("upgrade");
+    let second_backup = status.last_backup.expect("backup of the retry");
+    assert_ne!(second.attempt, first.attempt);
+    assert_eq!(second_backup.attempt, second.attempt);
+    assert_ne!(second_backup.job_name, first_backup.job_name);
+    assert_ne!(
+        second_backup.master_key_secret,
+        first_backup.master_key_secret
+    );
+    let jobs = backup_jobs(&s).await;
+    println!("backup Jobs: {jobs:?}");
+    assert!(
+        jobs.contains(&(first_backup.job_name.clone(), true))
+            && jobs.contains(&(second_backup.job_name.clone(), true)),
+        "{jobs:?}"
+    );
+    let runs = s.jobs.runs();
+    let backed_up = runs
+        .iter()
+        .filter(|r| r.succeeded && r.at > retried)
+        .map(|r| r.at)
+        .next()
+        .expect("a backup ran for the retry");
     let events = s.twin.events();
+    let replay = Replay::new(&events);
+    let first_stop = replay
+        .since(Mark::At(retried))
+        .first(|k| matches!(k, EventKind::NodeStopped { .. }))
+        .expect("nodes stopped for the retry")
+        .at;
+    assert!(
+        backed_up < first_stop,
+        "the retry's backup {backed_up} came after its first stop {first_stop}"
+    );
+    let migrated = replay
+        .since(Mark::At(retried))
+        .first(|k| matches!(k, EventKind::SchemaMigrated { .. }))
+        .expect("the retry migrated")
+        .at;
+    assert!(backed_up < migrated);
+    assert_eq!(replay.schema().violations, 0);
+    must(s.finish().await);
+}
+
+/// Issue 10, item 8: under a sticky stop, a pod template edited by hand to a version below
+/// the database's schema is applied again at the database's version, and the condition
+/// says what was found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_edited_below_the_schema_is_applied_again_while_stopped() {
+    let (s, c) = failed_migration("oldtmpl").await;
+    assert_eq!(
+        statefulset_now(&s).await,
+        (Some(1), Some("2024.2.1".to_string()))
+    );
+    let before = condition(&c, "UpgradeBlocked")
+        .expect("cond")
+        .message
+        .clone();
+    // Someone puts the old image back into the template (kubectl edit).
+    let sts: kube::Api<k8s_openapi::api::apps::v1::StatefulSet> = s.ns.api();
+    let current = must(sts.get("octo").await.map_err(anyhow::Error::from));
+    let image = current
+        .spec
+        .template
+        .spec
+        .as_ref()
+        .and_then(|p| p.containers.first())
+        .and_then(|c| c.image.clone())
+        .expect("image");
+    let old_image = image.replace("2024.2.1", "2024.1.100");
+    let edited = Timestamp::now();
+    let patch = json!({"spec": {"template": {"spec": {"containers": [
+        {"name": octopus_operator::resources::names::CONTAINER, "image": old_image}
+    ]}}}});
+    must(
+        sts.patch(
+            "octo",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Strategic(patch),
+        )
+        .await
+        .map_err(anyhow::Error::from),
+    );
+    let c = must(
+        s.wait_for("octo", "the stop to say what was found", WAIT, |c| {
+            condition(c, "UpgradeBlocked").is_some_and(|b| b.message.contains("Found: "))
+        })
+        .await,
+    );
+    let message = condition(&c, "UpgradeBlocked")
+        .expect("cond")
+        .message
+        .clone();
+    println!("UpgradeBlocked: {message}");
+    assert!(message.starts_with(&before), "{message}");
+    assert!(
+        message.contains("pod template ran 2024.1.100")
+            && message.contains("applied it at 2024.2.1 again"),
+        "{message}"
+    );
+    assert_eq!(
+        condition(&c, "UpgradeBlocked").map(|b| b.reason.as_str()),
+        Some("NodeFailedAfterMigration")
+    );
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let now = statefulset_now(&s).await;
+        if now == (Some(1), Some("2024.2.1".to_string())) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the template stayed {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // No node of the old version ever started against the database.
+    let events = s.twin.events();
+    let old_started = Replay::new(&events)
+        .since(Mark::At(edited))
+        .count(|k| matches!(k, EventKind::NodeStarting { version, .. } if version == "2024.1.100"));
+    assert_eq!(old_started, 0, "an old node started");
     assert_eq!(Replay::new(&events).schema().violations, 0);
-    assert!(count(&events, |k| matches!(k, EventKind::MaintenanceModeOff)) >= 1);
     must(s.finish().await);
 }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{ArgAction, Parser, Subcommand, ValueEnum};
 use octopus_operator::controller::{self, metrics::Metrics};
+use octopus_operator::process::check;
 use octopus_operator::process::leader::{self, Election, LeaseSettings};
 use octopus_operator::process::probes::{self, Health};
 use octopus_operator::process::{self, Exit};
@@ -36,6 +37,9 @@ enum Command {
     Plan(planner::cli::PlanArgs),
     /// Show where an OctopusCluster stands: nodes, upgrade steps, why it holds, last backup.
     Status(inspect::StatusArgs),
+    /// Check that an installed operator works: a ready replica behind its metrics Service,
+    /// a live leader, the OctopusCluster API readable (the chart's `helm test`).
+    Check(check::CheckArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -153,6 +157,7 @@ fn main() -> ExitCode {
         },
         Command::Plan(args) => planner::cli::run(&args),
         Command::Status(args) => inspect::run(&args),
+        Command::Check(args) => check::run(&args),
     }
 }
 

@@ -29,6 +29,8 @@ const CLOCK_PATTERN: &str = r"^([01][0-9]|2[0-3]):[0-5][0-9]$";
 const TIME_ZONE_PATTERN: &str = r"^[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+)*$";
 /// An image tag variant (`hardened`).
 const VARIANT_PATTERN: &str = r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$";
+/// A Kubernetes object name that is also a DNS label: what backup Job names are.
+const BACKUP_NAME_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 /// An http or https URL without whitespace.
 const URL_PATTERN: &str = r"^https?://[^\s]+$";
 /// An http or https URL without whitespace that names `{pod}`.
@@ -103,6 +105,14 @@ pub fn node_url_template() -> Rule {
     )
 }
 
+/// `upgrade.restoredBackup`.
+pub fn backup_name() -> Rule {
+    matching(
+        BACKUP_NAME_PATTERN,
+        "must name the backup you restored: its backup Job, as the UpgradeBlocked condition and status.lastBackup.jobName show it, such as octo-backup-2024-2-100-1a2b3c4d (lowercase letters, digits and dashes)",
+    )
+}
+
 /// A rule that `self` matches `pattern`, with `expected` as its message.
 fn matching(pattern: &str, expected: &str) -> Rule {
     Rule::new(format!("self.matches({})", cel_string(pattern))).message(expected)
@@ -146,6 +156,7 @@ mod tests {
             time_zone(),
             variant(),
             url(),
+            backup_name(),
         ];
         for rule in &rules {
             for conversion in ["int(", "uint(", "double(", "duration(", "timestamp("] {
@@ -225,6 +236,18 @@ mod tests {
                 VARIANT_PATTERN,
                 &["hardened", "ubuntu.22-04"],
                 &["Hardened", "-x", "x-", "a b"],
+            ),
+            (
+                BACKUP_NAME_PATTERN,
+                &["octo-backup-2024-2-100-1a2b3c4d", "a", "0-1"],
+                &[
+                    "Octo-backup",
+                    "octo-",
+                    "-octo",
+                    "octo backup",
+                    "octo.backup",
+                    "",
+                ],
             ),
             (
                 URL_PATTERN,

@@ -331,6 +331,15 @@ pub struct UpgradeSpec {
     /// Database backup taken before every schema-changing upgrade.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<BackupSpec>,
+
+    /// The way back after a failed schema migration: the name of the backup you restored
+    /// the database and Master Key from (the failed attempt's backup Job, which the
+    /// UpgradeBlocked condition and `status.lastBackup.jobName` name). Until it names that
+    /// attempt's backup, setting `spec.version` back starts no node of the old version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    #[x_kube(validation = admission::backup_name())]
+    pub restored_backup: Option<String>,
 }
 
 impl Default for UpgradeSpec {
@@ -344,6 +353,7 @@ impl Default for UpgradeSpec {
             on_drain_timeout: DrainTimeoutPolicy::default(),
             node_ready_timeout: default_node_ready_timeout(),
             backup: None,
+            restored_backup: None,
         }
     }
 }

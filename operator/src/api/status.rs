@@ -100,6 +100,12 @@ pub struct UpgradeStatus {
     /// `rolling` (one node at a time) or `stop-the-world` (schema change).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strategy: Option<String>,
+    /// Identifies this attempt (8 hex digits: the cluster's UID, the spec generation that
+    /// began it and its versions). Its backup Job and Master Key copy are named after it,
+    /// so a retried upgrade never takes an earlier attempt's backup for its own. Absent in
+    /// records of operators before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<String>,
     /// The step being carried out, e.g. `drain` or `wait-schema` (see `steps[].action`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step: Option<String>,
@@ -168,10 +174,21 @@ pub struct BackupStatus {
     pub from_version: String,
     /// Version the upgrade moved to.
     pub to_version: String,
+    /// The upgrade attempt that took it (`status.upgrade.attempt`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<String>,
     /// Secret holding the copy of the Master Key that belongs to this backup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub master_key_secret: Option<String>,
     /// When the backup Job succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<Time>,
+}
+
+impl BackupStatus {
+    /// Whether this is the backup of the attempt `attempt` at `from` -> `to`: an earlier
+    /// attempt's backup of the same versions is not (the database may have changed since).
+    pub fn is_of(&self, from: &str, to: &str, attempt: Option<&str>) -> bool {
+        self.from_version == from && self.to_version == to && self.attempt.as_deref() == attempt
+    }
 }

@@ -68,14 +68,19 @@ pub async fn perform(
                 Err(e) => return Err(e.into()),
             }
         }
-        Action::CopyMasterKey { from, to } => {
+        Action::CopyMasterKey { from, to, attempt } => {
             let key = observe::secret_value(ctx, &ns, &cluster.spec.master_key_secret_ref)
                 .await?
                 .ok_or(Error::MasterKeyMissing)?;
-            let copy = backup::master_key_copy(cluster, from, to, &key);
+            let of = backup::BackupOf {
+                from,
+                to,
+                attempt: attempt.as_deref(),
+            };
+            let copy = backup::master_key_copy(cluster, of, &key);
             create_if_missing::<Secret>(ctx, &ns, &copy).await?;
         }
-        Action::CreateBackupJob { from, to } => {
+        Action::CreateBackupJob { from, to, attempt } => {
             let template = cluster
                 .spec
                 .upgrade
@@ -83,8 +88,21 @@ pub async fn perform(
                 .as_ref()
                 .and_then(|b| b.job_template.as_ref())
                 .ok_or(Error::BackupNotConfigured)?;
-            let job = backup::build_job(cluster, template, from, to);
+            let of = backup::BackupOf {
+                from,
+                to,
+                attempt: attempt.as_deref(),
+            };
+            let job = backup::build_job(cluster, template, of);
             create_if_missing::<Job>(ctx, &ns, &job).await?;
+        }
+        Action::DeleteBackupJob(name) => {
+            let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
+            match jobs.delete(name, &DeleteParams::background()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
         }
         Action::QueueTentacleTasks { to } => {
             let Some(t) = &cluster.spec.tentacles else {

@@ -544,6 +544,7 @@ mod tests {
                 job_name: "b".into(),
                 from_version: "2024.1.0".into(),
                 to_version: "2024.1.100".into(),
+                attempt: None,
                 master_key_secret: None,
                 completed_at: Some(time("2025-12-31T00:00:00Z")),
             }),

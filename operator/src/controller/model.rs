@@ -13,6 +13,9 @@ use crate::api::{BackupStatus, OctopusClusterSpec, OctopusClusterStatus, Upgrade
 pub struct Observed {
     /// Cluster name (= StatefulSet name; pods are `<name>-<ordinal>`).
     pub name: String,
+    /// The cluster object's UID: part of an upgrade attempt's identity, so a cluster
+    /// recreated under the same name never takes an old attempt's Master Key copy.
+    pub uid: String,
     pub generation: i64,
     pub spec: OctopusClusterSpec,
     /// Status as the operator last wrote it: where an upgrade stands.
@@ -25,6 +28,8 @@ pub struct Observed {
     pub octopus: OctopusView,
     /// The backup Job of the upgrade in progress, when one exists.
     pub backup_job: Option<JobView>,
+    /// Every backup Job of the cluster: one per attempt, until pruned.
+    pub backup_history: Vec<JobView>,
     /// Whether the Master Key copy of the upgrade in progress exists.
     pub master_key_copy: bool,
     pub now: Timestamp,
@@ -184,6 +189,7 @@ pub struct JobView {
     pub succeeded: bool,
     pub failed: bool,
     pub completed_at: Option<Timestamp>,
+    pub created_at: Option<Timestamp>,
 }
 
 /// The StatefulSet the operator wants: which version its pod template runs and how many
@@ -208,14 +214,19 @@ pub enum Action {
     CopyMasterKey {
         from: String,
         to: String,
+        /// The upgrade attempt the backup belongs to.
+        attempt: Option<String>,
     },
     CreateBackupJob {
         from: String,
         to: String,
+        attempt: Option<String>,
     },
     QueueTentacleTasks {
         to: String,
     },
+    /// Delete a finished backup Job of an earlier attempt (the history is bounded).
+    DeleteBackupJob(String),
 }
 
 impl Action {
@@ -231,6 +242,7 @@ impl Action {
             Self::CopyMasterKey { .. } => Reason::CopyMasterKey,
             Self::CreateBackupJob { .. } => Reason::StartBackup,
             Self::QueueTentacleTasks { .. } => Reason::QueueTentacleTasks,
+            Self::DeleteBackupJob(_) => Reason::PruneBackupJob,
         }
     }
 
@@ -259,12 +271,20 @@ impl Action {
             Self::CopyMasterKey { from, .. } => {
                 format!("Keeping a copy of the Master Key for the backup of {from}")
             }
-            Self::CreateBackupJob { from, to } => {
-                format!("Starting the database backup before upgrading {from} -> {to}")
-            }
+            Self::CreateBackupJob { from, to, attempt } => match attempt {
+                Some(a) => format!(
+                    "Starting the database backup before upgrading {from} -> {to} (attempt {a})"
+                ),
+                None => format!("Starting the database backup before upgrading {from} -> {to}"),
+            },
             Self::QueueTentacleTasks { to } => {
                 format!("Queueing Tentacle/Calamari updates after the upgrade to {to}")
             }
+            Self::DeleteBackupJob(name) => format!(
+                "Deleting backup Job {name} of an earlier upgrade attempt: the newest {} are \
+                 kept",
+                super::decide::KEPT_BACKUP_JOBS
+            ),
         }
     }
 }

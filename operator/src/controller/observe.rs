@@ -137,20 +137,26 @@ pub async fn observe(ctx: &Context, cluster: &OctopusCluster) -> Result<Observat
     let (backup_job, master_key_copy) = match upgrade {
         Some(u) if u.has(StepKind::Backup) => {
             let job = Api::<Job>::namespaced(ctx.client.clone(), &ns)
-                .get_opt(&names::backup_job(&name, &u.from, &u.to))
+                .get_opt(&u.backup_job(&name))
                 .await?
                 .map(|j| job_view(&j));
-            let copy = secrets
-                .get_opt(&names::master_key_copy(&name, &u.from, &u.to))
-                .await?
-                .is_some();
+            let copy = secrets.get_opt(&u.master_key_copy(&name)).await?.is_some();
             (job, copy)
         }
         _ => (None, false),
     };
 
+    let history = Api::<Job>::namespaced(ctx.client.clone(), &ns)
+        .list(&ListParams::default().labels(&labels::as_selector(&labels::backup_labels(&name))))
+        .await?
+        .items
+        .iter()
+        .map(job_view)
+        .collect();
+
     let observed = Observed {
         name,
+        uid: cluster.uid().unwrap_or_default(),
         generation: cluster.metadata.generation.unwrap_or_default(),
         spec: cluster.spec.clone(),
         status: cluster.status.clone().unwrap_or_default(),
@@ -159,6 +165,7 @@ pub async fn observe(ctx: &Context, cluster: &OctopusCluster) -> Result<Observat
         pods,
         octopus,
         backup_job,
+        backup_history: history,
         master_key_copy,
         now: Timestamp::now(),
     };
@@ -456,5 +463,6 @@ fn job_view(job: &Job) -> JobView {
             .as_ref()
             .and_then(|s| s.completion_time.as_ref())
             .map(|t| t.0),
+        created_at: job.metadata.creation_timestamp.as_ref().map(|t| t.0),
     }
 }

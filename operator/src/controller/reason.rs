@@ -118,6 +118,13 @@ pub enum Reason {
     /// status.upgrade names a step, step state, strategy or stop this operator does not know.
     UnknownStep,
 
+    // ---------------------------------------------------------- the way back from a failed migration
+    /// spec.version is back below a failed migration; no node runs until
+    /// spec.upgrade.restoredBackup names the failed attempt's backup.
+    RestoreNotAcknowledged,
+    /// Event: deleting a finished backup Job of an earlier attempt beyond the kept history.
+    PruneBackupJob,
+
     // ---------------------------------------------------------- Octopus API failures
     /// The Octopus endpoint is unusable (URL, CA bundle, API key format).
     OctopusEndpointInvalid,
@@ -198,6 +205,7 @@ impl Reason {
                     | Self::MixedSchemaVersions
                     | Self::UnsafeToStart
                     | Self::UnknownStep
+                    | Self::RestoreNotAcknowledged
             )
     }
 
@@ -221,6 +229,7 @@ impl Reason {
                     | Self::MixedSchemaVersions
                     | Self::UnsafeToStart
                     | Self::UnknownStep
+                    | Self::RestoreNotAcknowledged
             )
     }
 

@@ -191,12 +191,12 @@ fn backup_taken(o: &Observed, d: Disruption<'_>) -> Result<(), String> {
         .status
         .last_backup
         .as_ref()
-        .is_some_and(|b| b.from_version == upgrade.from && b.to_version == upgrade.to);
+        .is_some_and(|b| b.is_of(&upgrade.from, &upgrade.to, upgrade.attempt.as_deref()));
     if skip || taken {
         Ok(())
     } else {
         Err(format!(
-            "no backup of {} recorded for this upgrade",
+            "no backup of {} recorded for this upgrade attempt",
             upgrade.from
         ))
     }

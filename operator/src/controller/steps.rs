@@ -188,6 +188,7 @@ pub struct Upgrade {
     pub to: String,
     pub change: String,
     pub strategy: Option<Strategy>,
+    pub attempt: Option<String>,
     pub step: Option<StepKind>,
     pub node: Option<String>,
     pub started_at: Option<Time>,
@@ -201,6 +202,21 @@ pub struct Upgrade {
 }
 
 impl Upgrade {
+    /// The backup Job this attempt takes (or would take) before the schema changes.
+    pub fn backup_job(&self, cluster: &str) -> String {
+        crate::resources::names::backup_job(cluster, &self.from, &self.to, self.attempt.as_deref())
+    }
+
+    /// The Master Key copy kept with this attempt's backup.
+    pub fn master_key_copy(&self, cluster: &str) -> String {
+        crate::resources::names::master_key_copy(
+            cluster,
+            &self.from,
+            &self.to,
+            self.attempt.as_deref(),
+        )
+    }
+
     /// Whether the upgrade has a step of this kind.
     pub fn has(&self, kind: StepKind) -> bool {
         self.steps.iter().any(|s| s.kind == kind)
@@ -268,6 +284,7 @@ impl TryFrom<&UpgradeStatus> for Upgrade {
                 .as_deref()
                 .map(|s| decode("strategy", s))
                 .transpose()?,
+            attempt: up.attempt.clone(),
             step: up.step.as_deref().map(|s| decode("step", s)).transpose()?,
             node: up.node.clone(),
             started_at: up.started_at.clone(),
@@ -299,6 +316,7 @@ impl From<&Upgrade> for UpgradeStatus {
             to: up.to.clone(),
             change: up.change.clone(),
             strategy: up.strategy.map(|s| s.as_str().to_string()),
+            attempt: up.attempt.clone(),
             step: up.step.map(|s| s.as_str().to_string()),
             node: up.node.clone(),
             started_at: up.started_at.clone(),

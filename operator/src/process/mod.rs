@@ -1,6 +1,7 @@
 //! The operator process around the controller: the probe and metrics server
 //! ([`probes`]), leader election ([`leader`]) and [`supervise`], which runs the controller
-//! only while this process leads.
+//! only while this process leads; [`check`] is `octopus-operator check`, the same process
+//! seen from outside (the chart's `helm test`).
 //!
 //! Losing the Lease ends the process (the caller exits non-zero; the kubelet restarts the
 //! container, which rejoins as a standby). Aborting the controller in place would be
@@ -9,6 +10,7 @@
 //! process is the one stop that leaves nothing running; every step is resumable, so the
 //! new leader picks up from what it observes.
 
+pub mod check;
 pub mod leader;
 pub mod probes;
 

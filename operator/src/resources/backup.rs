@@ -10,6 +10,10 @@
 //! backups they belong to.
 //!
 //! The Job does carry an owner reference: it is only the process that took the backup.
+//!
+//! Both are per upgrade *attempt* ([`BackupOf::attempt`]): a retried upgrade of the same
+//! versions runs its own Job and keeps its own key copy. The decision core deletes finished
+//! Jobs of earlier attempts beyond a bounded history (`controller::decide::history`).
 
 use std::collections::BTreeMap;
 
@@ -39,24 +43,35 @@ pub mod env {
 pub const FROM_VERSION_ANNOTATION: &str = "octopusoperator.dev/from-version";
 /// Annotation: the version the upgrade moved to.
 pub const TO_VERSION_ANNOTATION: &str = "octopusoperator.dev/to-version";
+/// Annotation: the upgrade attempt that took the backup (`status.upgrade.attempt`).
+pub const ATTEMPT_ANNOTATION: &str = "octopusoperator.dev/attempt";
 /// Annotation on a Master Key copy: the backup Job it belongs to.
 pub const BACKUP_JOB_ANNOTATION: &str = "octopusoperator.dev/backup-job";
 /// Key of the Master Key in its copy.
 pub const MASTER_KEY_DATA_KEY: &str = "masterKey";
 
-/// The backup Job of the upgrade `from` -> `to` ([`names::backup_job`]).
-pub fn job_name(cluster: &OctopusCluster, from: &str, to: &str) -> String {
-    names::backup_job(&cluster.name_any(), from, to)
+/// Which backup: the database at `from`, taken for the upgrade to `to` by `attempt`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BackupOf<'a> {
+    pub from: &'a str,
+    pub to: &'a str,
+    /// `status.upgrade.attempt`; `None` for upgrades recorded before attempts existed.
+    pub attempt: Option<&'a str>,
 }
 
-/// The Master Key copy of the backup `from` -> `to` ([`names::master_key_copy`]).
-pub fn master_key_copy_name(cluster: &OctopusCluster, from: &str, to: &str) -> String {
-    names::master_key_copy(&cluster.name_any(), from, to)
+/// The backup Job of `of` ([`names::backup_job`]).
+pub fn job_name(cluster: &OctopusCluster, of: BackupOf<'_>) -> String {
+    names::backup_job(&cluster.name_any(), of.from, of.to, of.attempt)
+}
+
+/// The Master Key copy of the backup `of` ([`names::master_key_copy`]).
+pub fn master_key_copy_name(cluster: &OctopusCluster, of: BackupOf<'_>) -> String {
+    names::master_key_copy(&cluster.name_any(), of.from, of.to, of.attempt)
 }
 
 /// The backup Job: the user's `template` with
 /// - the name [`job_name`], the cluster's namespace, an owner reference to the cluster,
-///   [`labels::backup_labels`] and the versions as annotations;
+///   [`labels::backup_labels`] and the versions and attempt as annotations;
 /// - [`labels::backup_labels`] on its pods (over any the user set with the same keys, so a
 ///   backup pod is never selected as a node);
 /// - in every container and init container, DB_CONNECTION_STRING (secretKeyRef),
@@ -64,9 +79,10 @@ pub fn master_key_copy_name(cluster: &OctopusCluster, from: &str, to: &str) -> S
 ///   variable already;
 /// - `restartPolicy: Never` and `backoffLimit: 0` unless the user chose otherwise: a backup
 ///   that fails is a reason to stop and look, not to retry quietly.
-pub fn build_job(cluster: &OctopusCluster, template: &JobSpec, from: &str, to: &str) -> Job {
+pub fn build_job(cluster: &OctopusCluster, template: &JobSpec, of: BackupOf<'_>) -> Job {
+    let BackupOf { from, to, .. } = of;
     let cluster_name = cluster.name_any();
-    let name = job_name(cluster, from, to);
+    let name = job_name(cluster, of);
     let mut spec = template.clone();
 
     let pod_meta = spec
@@ -96,7 +112,7 @@ pub fn build_job(cluster: &OctopusCluster, template: &JobSpec, from: &str, to: &
     spec.backoff_limit.get_or_insert(0);
 
     let mut metadata = owned_meta(cluster, name, labels::backup_labels(&cluster_name));
-    metadata.annotations = Some(version_annotations(from, to));
+    metadata.annotations = Some(version_annotations(of));
     Job {
         metadata,
         spec: Some(spec),
@@ -104,27 +120,19 @@ pub fn build_job(cluster: &OctopusCluster, template: &JobSpec, from: &str, to: &
     }
 }
 
-/// The copy of the Master Key kept with the backup `from` -> `to`: an immutable Opaque
-/// Secret with the key under `masterKey`, labelled with the cluster, annotated with the
-/// backup Job and the versions, and without owner reference.
+/// The copy of the Master Key kept with the backup `of`: an immutable Opaque Secret with
+/// the key under `masterKey`, labelled with the cluster, annotated with the backup Job,
+/// the versions and the attempt, and without owner reference.
 ///
 /// The key is only in `data`. Note that `Secret`'s `Debug` prints `data`: never log the
 /// returned value.
-pub fn master_key_copy(
-    cluster: &OctopusCluster,
-    from: &str,
-    to: &str,
-    master_key: &[u8],
-) -> Secret {
+pub fn master_key_copy(cluster: &OctopusCluster, of: BackupOf<'_>, master_key: &[u8]) -> Secret {
     let cluster_name = cluster.name_any();
-    let mut annotations = version_annotations(from, to);
-    annotations.insert(
-        BACKUP_JOB_ANNOTATION.to_owned(),
-        job_name(cluster, from, to),
-    );
+    let mut annotations = version_annotations(of);
+    annotations.insert(BACKUP_JOB_ANNOTATION.to_owned(), job_name(cluster, of));
     Secret {
         metadata: ObjectMeta {
-            name: Some(master_key_copy_name(cluster, from, to)),
+            name: Some(master_key_copy_name(cluster, of)),
             namespace: cluster.namespace(),
             labels: Some(labels::master_key_copy_labels(&cluster_name)),
             annotations: Some(annotations),
@@ -140,11 +148,15 @@ pub fn master_key_copy(
     }
 }
 
-fn version_annotations(from: &str, to: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (FROM_VERSION_ANNOTATION.to_owned(), from.to_owned()),
-        (TO_VERSION_ANNOTATION.to_owned(), to.to_owned()),
-    ])
+fn version_annotations(of: BackupOf<'_>) -> BTreeMap<String, String> {
+    let mut annotations = BTreeMap::from([
+        (FROM_VERSION_ANNOTATION.to_owned(), of.from.to_owned()),
+        (TO_VERSION_ANNOTATION.to_owned(), of.to.to_owned()),
+    ]);
+    if let Some(attempt) = of.attempt {
+        annotations.insert(ATTEMPT_ANNOTATION.to_owned(), attempt.to_owned());
+    }
+    annotations
 }
 
 fn add_missing_env(container: &mut Container, added: &[EnvVar]) {
@@ -172,6 +184,11 @@ mod tests {
 
     const FROM: &str = "2024.1.12345";
     const TO: &str = "2024.2.100";
+    const OF: BackupOf<'static> = BackupOf {
+        from: FROM,
+        to: TO,
+        attempt: Some("0123abcd"),
+    };
 
     fn template() -> JobSpec {
         serde_json::from_value(serde_json::json!({
@@ -204,8 +221,8 @@ mod tests {
     #[test]
     fn job_is_named_owned_labelled_and_annotated() {
         let cluster = fixtures::cluster();
-        let job = build_job(&cluster, &template(), FROM, TO);
-        assert_eq!(job.metadata.name, Some(job_name(&cluster, FROM, TO)));
+        let job = build_job(&cluster, &template(), OF);
+        assert_eq!(job.metadata.name, Some(job_name(&cluster, OF)));
         assert_eq!(job.metadata.namespace.as_deref(), Some(fixtures::NAMESPACE));
         let owners = job.metadata.owner_references.as_ref().expect("owner refs");
         assert_eq!(owners[0].uid, fixtures::UID);
@@ -214,12 +231,13 @@ mod tests {
         let annotations = job.metadata.annotations.as_ref().expect("annotations");
         assert_eq!(annotations[FROM_VERSION_ANNOTATION], FROM);
         assert_eq!(annotations[TO_VERSION_ANNOTATION], TO);
+        assert_eq!(annotations[ATTEMPT_ANNOTATION], "0123abcd");
     }
 
     #[test]
     fn every_container_gets_the_backup_environment() {
         let cluster = fixtures::cluster();
-        let job = build_job(&cluster, &template(), FROM, TO);
+        let job = build_job(&cluster, &template(), OF);
         let pod = pod(&job);
         let init = pod.init_containers.as_ref().expect("init containers");
         for container in pod.containers.iter().chain(init) {
@@ -244,12 +262,12 @@ mod tests {
             );
         }
         let init_name = env_value(&init[0], env::BACKUP_NAME).and_then(|e| e.value.clone());
-        assert_eq!(init_name, Some(job_name(&cluster, FROM, TO)));
+        assert_eq!(init_name, Some(job_name(&cluster, OF)));
     }
 
     #[test]
     fn user_set_variables_win() {
-        let job = build_job(&fixtures::cluster(), &template(), FROM, TO);
+        let job = build_job(&fixtures::cluster(), &template(), OF);
         let main = &pod(&job).containers[0];
         let names: Vec<_> = main
             .env
@@ -263,7 +281,7 @@ mod tests {
 
     #[test]
     fn backup_pods_keep_user_labels_but_are_never_nodes() {
-        let job = build_job(&fixtures::cluster(), &template(), FROM, TO);
+        let job = build_job(&fixtures::cluster(), &template(), OF);
         let pod_labels = job
             .spec
             .as_ref()
@@ -278,7 +296,7 @@ mod tests {
 
     #[test]
     fn restart_policy_and_backoff_default_to_no_retry() {
-        let job = build_job(&fixtures::cluster(), &template(), FROM, TO);
+        let job = build_job(&fixtures::cluster(), &template(), OF);
         assert_eq!(pod(&job).restart_policy.as_deref(), Some("Never"));
         assert_eq!(job.spec.as_ref().and_then(|s| s.backoff_limit), Some(0));
     }
@@ -290,7 +308,7 @@ mod tests {
         if let Some(pod) = template.template.spec.as_mut() {
             pod.restart_policy = Some("OnFailure".to_owned());
         }
-        let job = build_job(&fixtures::cluster(), &template, FROM, TO);
+        let job = build_job(&fixtures::cluster(), &template, OF);
         assert_eq!(pod(&job).restart_policy.as_deref(), Some("OnFailure"));
         assert_eq!(job.spec.as_ref().and_then(|s| s.backoff_limit), Some(2));
     }
@@ -301,7 +319,7 @@ mod tests {
             template: PodTemplateSpec::default(),
             ..JobSpec::default()
         };
-        let job = build_job(&fixtures::cluster(), &template, FROM, TO);
+        let job = build_job(&fixtures::cluster(), &template, OF);
         assert_eq!(pod(&job).restart_policy.as_deref(), Some("Never"));
         assert!(pod(&job).containers.is_empty());
     }
@@ -310,10 +328,10 @@ mod tests {
     fn master_key_copy_outlives_the_cluster_and_holds_the_key_only_in_data() {
         let cluster = fixtures::cluster();
         let key = b"s3cr3t-master-key==";
-        let secret = master_key_copy(&cluster, FROM, TO, key);
+        let secret = master_key_copy(&cluster, OF, key);
         assert_eq!(
             secret.metadata.name,
-            Some(master_key_copy_name(&cluster, FROM, TO))
+            Some(master_key_copy_name(&cluster, OF))
         );
         assert_eq!(
             secret.metadata.namespace.as_deref(),
@@ -328,10 +346,7 @@ mod tests {
         assert_eq!(data[MASTER_KEY_DATA_KEY], ByteString(key.to_vec()));
 
         let annotations = secret.metadata.annotations.as_ref().expect("annotations");
-        assert_eq!(
-            annotations[BACKUP_JOB_ANNOTATION],
-            job_name(&cluster, FROM, TO)
-        );
+        assert_eq!(annotations[BACKUP_JOB_ANNOTATION], job_name(&cluster, OF));
         assert_eq!(annotations[FROM_VERSION_ANNOTATION], FROM);
         assert_eq!(annotations[TO_VERSION_ANNOTATION], TO);
         let labels = secret.metadata.labels.as_ref().expect("labels");

@@ -53,7 +53,12 @@ pub fn selector_labels(cluster: &str) -> BTreeMap<String, String> {
 
 /// [`selector_labels`] as a label selector string, for `status.selector`.
 pub fn selector_string(cluster: &str) -> String {
-    selector_labels(cluster)
+    as_selector(&selector_labels(cluster))
+}
+
+/// Labels as a label selector string (`k=v,k=v`).
+pub fn as_selector(labels: &BTreeMap<String, String>) -> String {
+    labels
         .iter()
         .map(|(key, value)| format!("{key}={value}"))
         .collect::<Vec<_>>()

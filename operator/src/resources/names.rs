@@ -75,24 +75,40 @@ pub fn claim(cluster: &str, volume: SharedVolume) -> String {
     format!("{cluster}-{}", volume.name())
 }
 
-/// The backup Job taken before the schema upgrade `from` -> `to`:
-/// `<cluster>-backup-<to with dashes>-<hash>`, at most 63 characters, one per
-/// (cluster, from, to).
-pub fn backup_job(cluster: &str, from: &str, to: &str) -> String {
-    bounded(
-        &format!("{cluster}-backup-{to}"),
-        &[cluster, from, to, "backup"],
+/// Identifies one upgrade attempt (`status.upgrade.attempt`): 8 hex digits of the
+/// cluster's UID, the spec generation that began the attempt and its versions. The same
+/// inputs give the same id, so a reconcile killed before recording it derives it again;
+/// a later attempt of the same `from` -> `to` always follows a spec change, so it differs.
+pub fn attempt(uid: &str, generation: i64, from: &str, to: &str) -> String {
+    format!(
+        "{:08x}",
+        fnv1a(&[uid, &generation.to_string(), from, to, "attempt"])
     )
 }
 
-/// The Secret holding the Master Key copy of the backup `from` -> `to`:
+/// The backup Job taken before the schema upgrade `from` -> `to` by `attempt`:
+/// `<cluster>-backup-<to with dashes>-<hash>`, at most 63 characters, one per attempt.
+/// Without an attempt (an upgrade recorded by an operator before attempts existed) one
+/// per (cluster, from, to), as those operators named it.
+pub fn backup_job(cluster: &str, from: &str, to: &str, attempt: Option<&str>) -> String {
+    bounded(
+        &format!("{cluster}-backup-{to}"),
+        &with_attempt(&[cluster, from, to, "backup"], attempt),
+    )
+}
+
+/// The Secret holding the Master Key copy of the backup `from` -> `to` by `attempt`:
 /// `<cluster>-master-key-<from with dashes>-<hash>`, at most 63 characters. Named after
 /// `from` because that is the database the backup holds and the key decrypts.
-pub fn master_key_copy(cluster: &str, from: &str, to: &str) -> String {
+pub fn master_key_copy(cluster: &str, from: &str, to: &str, attempt: Option<&str>) -> String {
     bounded(
         &format!("{cluster}-master-key-{from}"),
-        &[cluster, from, to, "master-key"],
+        &with_attempt(&[cluster, from, to, "master-key"], attempt),
     )
+}
+
+fn with_attempt<'a>(key: &[&'a str], attempt: Option<&'a str>) -> Vec<&'a str> {
+    key.iter().copied().chain(attempt).collect()
 }
 
 /// `readable` as a DNS label (lowercase letters, digits, `-`), cut so that `-<hash of key>`
@@ -168,29 +184,29 @@ mod tests {
     #[test]
     fn names_are_stable_across_releases() {
         assert_eq!(
-            backup_job("octo", "2024.1.12345", "2024.2.100"),
+            backup_job("octo", "2024.1.12345", "2024.2.100", None),
             "octo-backup-2024-2-100-db7e1875"
         );
         assert_eq!(
-            master_key_copy("octo", "2024.1.12345", "2024.2.100"),
+            master_key_copy("octo", "2024.1.12345", "2024.2.100", None),
             "octo-master-key-2024-1-12345-dedd05db"
         );
     }
 
     #[test]
     fn backup_job_is_readable_and_deterministic() {
-        let name = backup_job("octo", "2024.1.12345", "2024.2.100");
+        let name = backup_job("octo", "2024.1.12345", "2024.2.100", None);
         assert!(name.starts_with("octo-backup-2024-2-100-"), "{name}");
         assert!(is_dns_label(&name), "{name}");
-        assert_eq!(name, backup_job("octo", "2024.1.12345", "2024.2.100"));
+        assert_eq!(name, backup_job("octo", "2024.1.12345", "2024.2.100", None));
     }
 
     #[test]
     fn backup_job_is_unique_per_from_and_to() {
-        let a = backup_job("octo", "2024.1.1", "2024.2.1");
-        let b = backup_job("octo", "2024.1.2", "2024.2.1");
-        let c = backup_job("octo", "2024.1.1", "2024.3.1");
-        let d = backup_job("other", "2024.1.1", "2024.2.1");
+        let a = backup_job("octo", "2024.1.1", "2024.2.1", None);
+        let b = backup_job("octo", "2024.1.2", "2024.2.1", None);
+        let c = backup_job("octo", "2024.1.1", "2024.3.1", None);
+        let d = backup_job("other", "2024.1.1", "2024.2.1", None);
         assert_ne!(a, b);
         assert_ne!(a, c);
         assert_ne!(a, d);
@@ -200,17 +216,17 @@ mod tests {
     fn long_names_are_cut_to_a_valid_label() {
         let cluster = format!("a{}", "b".repeat(70));
         for name in [
-            backup_job(&cluster, "2024.1.12345", "2025.1.999999"),
-            master_key_copy(&cluster, "2024.1.12345", "2025.1.999999"),
-            backup_job("octo.example", "2024.1.1", "2024.2.1"),
-            backup_job("x", "2024.1.1", "2024.2.1-"),
+            backup_job(&cluster, "2024.1.12345", "2025.1.999999", None),
+            master_key_copy(&cluster, "2024.1.12345", "2025.1.999999", None),
+            backup_job("octo.example", "2024.1.1", "2024.2.1", None),
+            backup_job("x", "2024.1.1", "2024.2.1-", None),
         ] {
             assert!(is_dns_label(&name), "{name} ({} chars)", name.len());
         }
         // Cutting must not make two different backups collide.
         assert_ne!(
-            backup_job(&cluster, "2024.1.1", "2025.1.1"),
-            backup_job(&cluster, "2024.1.2", "2025.1.1")
+            backup_job(&cluster, "2024.1.1", "2025.1.1", None),
+            backup_job(&cluster, "2024.1.2", "2025.1.1", None)
         );
     }
 
@@ -218,17 +234,76 @@ mod tests {
     fn a_cut_never_leaves_a_dash_before_the_hash() {
         // 50 chars + "-backup-" puts a dash right at the cut point.
         let cluster = "c".repeat(46);
-        let name = backup_job(&cluster, "1.0.0", "2024.2.1");
+        let name = backup_job(&cluster, "1.0.0", "2024.2.1", None);
         assert!(is_dns_label(&name), "{name}");
         assert!(!name.contains("--"), "{name}");
     }
 
+    /// Pinned like the names: an attempt recorded by one operator release must name the
+    /// same Job in the next.
+    #[test]
+    fn attempts_are_stable_and_name_their_own_backup() {
+        let a1 = attempt(
+            "7c0a4e5e-1b7e-4a43-9d5f-2f1c0e6a9b11",
+            4,
+            "2024.1.12345",
+            "2024.2.100",
+        );
+        assert_eq!(
+            a1,
+            attempt(
+                "7c0a4e5e-1b7e-4a43-9d5f-2f1c0e6a9b11",
+                4,
+                "2024.1.12345",
+                "2024.2.100"
+            )
+        );
+        assert_eq!(a1, "abf01e1d");
+        let a2 = attempt(
+            "7c0a4e5e-1b7e-4a43-9d5f-2f1c0e6a9b11",
+            9,
+            "2024.1.12345",
+            "2024.2.100",
+        );
+        let other_cluster = attempt(
+            "0d6b3c1a-0000-4000-8000-000000000000",
+            4,
+            "2024.1.12345",
+            "2024.2.100",
+        );
+        assert_ne!(a1, a2);
+        assert_ne!(a1, other_cluster);
+        let (from, to) = ("2024.1.12345", "2024.2.100");
+        let jobs = [
+            backup_job("octo", from, to, None),
+            backup_job("octo", from, to, Some(&a1)),
+            backup_job("octo", from, to, Some(&a2)),
+        ];
+        assert_ne!(jobs[0], jobs[1]);
+        assert_ne!(jobs[1], jobs[2]);
+        assert_ne!(
+            master_key_copy("octo", from, to, Some(&a1)),
+            master_key_copy("octo", from, to, Some(&a2))
+        );
+        for name in &jobs {
+            assert!(name.starts_with("octo-backup-2024-2-100-"), "{name}");
+            assert!(is_dns_label(name), "{name}");
+        }
+        assert_eq!(
+            backup_job("octo", from, to, Some("0123abcd")),
+            "octo-backup-2024-2-100-ab3773d3"
+        );
+    }
+
     #[test]
     fn master_key_copy_names_the_database_version() {
-        let name = master_key_copy("octo", "2024.1.12345", "2024.2.100");
+        let name = master_key_copy("octo", "2024.1.12345", "2024.2.100", None);
         assert!(name.starts_with("octo-master-key-2024-1-12345-"), "{name}");
         assert!(is_dns_label(&name), "{name}");
-        assert_ne!(name, master_key_copy("octo", "2024.1.12345", "2024.3.1"));
-        assert_ne!(name, backup_job("octo", "2024.1.12345", "2024.2.100"));
+        assert_ne!(
+            name,
+            master_key_copy("octo", "2024.1.12345", "2024.3.1", None)
+        );
+        assert_ne!(name, backup_job("octo", "2024.1.12345", "2024.2.100", None));
     }
 }

@@ -5,14 +5,13 @@
 use jiff::SignedDuration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::{Outcome, Stop, max_version, signed};
+use super::{Outcome, Stop, max_version, restore, signed};
 use crate::api::{BackupStatus, DrainTimeoutPolicy};
 use crate::controller::model::{Action, Decision, Observed, OctopusState, OctopusView, PodView};
 use crate::controller::reason::Reason;
 use crate::controller::safety::{self, Disruption};
 use crate::controller::steps::{PlannedStep, StepKind, Upgrade};
 use crate::planner::Strategy;
-use crate::resources;
 
 /// Restarts after which a starting node counts as failed rather than slow.
 pub const CRASH_RESTARTS: i32 = 3;
@@ -229,17 +228,20 @@ fn verify_version(cx: &StepCx<'_>) -> Outcome {
     }
 }
 
-/// Keep the Master Key, run the backup Job, record it.
+/// Keep the Master Key, run the backup Job, record it: all of this attempt's own. A backup
+/// recorded by an earlier attempt of the same versions is not this attempt's: the database
+/// has run (and maybe changed) since, and the Job of that attempt has another name.
 fn backup(cx: &StepCx<'_>, d: &mut Decision) -> Outcome {
     let (o, up) = (cx.o, cx.up);
     let backup = o.spec.upgrade.backup.as_ref();
     if backup.and_then(|b| b.skip).unwrap_or(false) {
         return Outcome::Done;
     }
+    let attempt = up.attempt.as_deref();
     let recorded = d
         .last_backup
         .as_ref()
-        .is_some_and(|b| b.from_version == up.from && b.to_version == up.to);
+        .is_some_and(|b| b.is_of(&up.from, &up.to, attempt));
     if recorded {
         return Outcome::Done;
     }
@@ -247,12 +249,14 @@ fn backup(cx: &StepCx<'_>, d: &mut Decision) -> Outcome {
         return Outcome::Act(Action::CopyMasterKey {
             from: up.from.clone(),
             to: up.to.clone(),
+            attempt: up.attempt.clone(),
         });
     }
     match &o.backup_job {
         None => Outcome::Act(Action::CreateBackupJob {
             from: up.from.clone(),
             to: up.to.clone(),
+            attempt: up.attempt.clone(),
         }),
         Some(job) if job.failed => Outcome::Stop(Stop::new(
             Reason::BackupFailed,
@@ -267,9 +271,8 @@ fn backup(cx: &StepCx<'_>, d: &mut Decision) -> Outcome {
                 job_name: job.name.clone(),
                 from_version: up.from.clone(),
                 to_version: up.to.clone(),
-                master_key_secret: Some(resources::names::master_key_copy(
-                    &o.name, &up.from, &up.to,
-                )),
+                attempt: up.attempt.clone(),
+                master_key_secret: Some(up.master_key_copy(&o.name)),
                 completed_at: Some(Time(job.completed_at.unwrap_or(o.now))),
             });
             Outcome::Done
@@ -442,9 +445,8 @@ fn wait_node_ready(cx: &StepCx<'_>, name: &str, first_after_migration: bool) -> 
                 format!(
                     "node {name} {why} on {version} while upgrading the database schema. The \
                      database may be partly migrated: no other node is started. Read the pod's \
-                     logs; to go back, restore the backup recorded in status.lastBackup (with \
-                     its Master Key copy) and set spec.version to the old version; to retry, \
-                     fix the cause and change the spec"
+                     logs; {}; to retry, fix the cause and change the spec",
+                    restore::way_back(cx.o, cx.up)
                 ),
             )
         } else {

@@ -14,16 +14,22 @@
 //! - [`evaluate`]: what one step needs now, one function per [`StepKind`](super::steps::StepKind).
 //! - [`report`]: the conditions and the phase.
 //! - [`release`]: what deletion releases in Octopus.
+//! - [`history`]: finished backup Jobs of earlier attempts beyond the kept history.
+//! - [`restore`]: no old node on a database that may be migrated (the way back after a
+//!   failed migration, a template edited below the schema).
 
 mod evaluate;
+mod history;
 mod release;
 mod report;
+mod restore;
 mod run;
 mod start;
 
 use jiff::SignedDuration;
 
 pub use evaluate::{CRASH_RESTARTS, HEARTBEAT_AGE_OUT};
+pub use history::KEPT_BACKUP_JOBS;
 pub use release::release;
 pub use report::phase;
 
@@ -116,18 +122,21 @@ pub fn decide(o: &Observed) -> Decision {
     }
     d.target_version = Some(o.spec.version.clone());
 
-    match recorded {
+    let d = match recorded {
         // Status names something this operator does not know: touch nothing.
-        Err(e) => report::finish(
-            o,
-            d,
-            None,
-            Some(Stop::new(Reason::UnknownStep, e.to_string())),
-            None,
-        ),
+        Err(e) => {
+            return report::finish(
+                o,
+                d,
+                None,
+                Some(Stop::new(Reason::UnknownStep, e.to_string())),
+                None,
+            );
+        }
         Ok(Some(upgrade)) => run::run_upgrade(o, d, upgrade),
         Ok(None) => start::steady_or_start(o, d, &target),
-    }
+    };
+    history::prune(o, d)
 }
 
 /// The database schema is at the highest version that ran against it: the recorded one,

@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::evaluate::{StepCx, evaluate};
 use super::start::{begin, guard_start};
-use super::{Outcome, Progress, Stop, max_version, report};
+use super::{Outcome, Progress, Stop, max_version, report, restore};
 use crate::api::UpgradeStatus;
 use crate::controller::conditions::UPGRADE_BLOCKED;
 use crate::controller::model::{Decision, Observed, Requeue, StatefulSetWant};
@@ -101,15 +101,21 @@ fn lift_stop(o: &Observed, d: &mut Decision, up: &mut Upgrade) -> Option<Stop> {
         && up.stopped_reason == Some(Reason::NodeFailedAfterMigration)
         && up.stopped_generation != Some(o.generation);
     if went_back {
-        // As the stop told them: the database was restored and spec.version names the
-        // old version again. Stop the failed node and bring every node back to it.
+        // Only on evidence that the database was restored: the backup of this attempt
+        // named in spec.upgrade.restoredBackup. Then stop the failed node and bring every
+        // node back to the old version.
+        if let Err(stop) = restore::acknowledged(o, up) {
+            d.statefulset = Some(restore::nothing_runs(up));
+            d.upgrade = Some(UpgradeStatus::from(&*up));
+            return Some(stop);
+        }
         d.schema_version = Some(up.from.clone());
         *up = return_plan(o, up);
     } else if let Some(reason) = up.stopped_reason.filter(|r| r.sticky())
         && up.stopped_generation == Some(o.generation)
     {
         // The message said when the stop happened still holds.
-        let message = o
+        let mut message = o
             .status
             .conditions
             .iter()
@@ -117,6 +123,10 @@ fn lift_stop(o: &Observed, d: &mut Decision, up: &mut Upgrade) -> Option<Stop> {
             .map(|c| c.message.clone())
             .unwrap_or_default();
         d.statefulset = None;
+        if let Some((want, found)) = restore::template_below_schema(o, d, up, &message) {
+            d.statefulset = want;
+            message = found;
+        }
         d.upgrade = Some(UpgradeStatus::from(&*up));
         return Some(Stop::new(reason, message));
     }

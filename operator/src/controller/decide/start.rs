@@ -4,7 +4,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::{Progress, Stop, report, run};
+use super::{Progress, Stop, report, restore, run};
 use crate::api::SchemaUpgradePolicy;
 use crate::controller::model::{Decision, Observed, PodView, StatefulSetWant};
 use crate::controller::reason::Reason;
@@ -12,6 +12,7 @@ use crate::controller::safety::{self, Disruption};
 use crate::controller::steps::{PlannedStep, StepKind, StepState, Upgrade};
 use crate::controller::window;
 use crate::planner::{self, PlanRequest, Strategy};
+use crate::resources::names;
 use crate::version::OctopusVersion;
 
 /// No upgrade under way: create, hold steady, or start one.
@@ -54,7 +55,8 @@ pub(super) fn steady_or_start(o: &Observed, mut d: Decision, target: &OctopusVer
         (None, Some(s)) => s,
         (None, None) => target.clone(),
     };
-    let current_template = sts.version.clone().unwrap_or_else(|| from.to_string());
+    // A template edited below the database's schema is never kept, not even while blocked.
+    let (current_template, found) = restore::template_at_least(sts, &from);
     // Drift within the target's schema line (a pod image or the template edited by hand to
     // another patch) is corrected by an ordinary rolling plan from the drifted version, or,
     // when every pod already runs the target, by applying the template again. Never an
@@ -81,7 +83,12 @@ pub(super) fn steady_or_start(o: &Observed, mut d: Decision, target: &OctopusVer
     // While blocked the cluster keeps running (and may scale) on what it runs now.
     let hold = StatefulSetWant {
         version: current_template,
-        replicas,
+        // A template put back at the database's version starts no node by itself.
+        replicas: if found.is_some() {
+            sts.replicas
+        } else {
+            replicas
+        },
     };
     let gate = match plan.reason {
         Some(reason) => Some(Stop::new(reason.into(), plan.message.unwrap_or_default())),
@@ -90,8 +97,11 @@ pub(super) fn steady_or_start(o: &Observed, mut d: Decision, target: &OctopusVer
         }
         None => None,
     };
-    if let Some(stop) = gate {
+    if let Some(mut stop) = gate {
         d.statefulset = guard_start(o, &hold).ok().map(|()| hold);
+        if let Some(found) = found.filter(|_| d.statefulset.is_some()) {
+            stop.message = restore::with_found(&stop.message, &found);
+        }
         return report::finish(o, d, None, Some(stop), None);
     }
     let mut steps: Vec<PlannedStep> = plan
@@ -253,6 +263,8 @@ pub(super) fn begin(
     steps: Vec<PlannedStep>,
 ) -> Upgrade {
     Upgrade {
+        // Before any action: every reconcile of this attempt names its backup alike.
+        attempt: Some(names::attempt(&o.uid, o.generation, &from, &to)),
         from,
         to,
         change: change.to_string(),

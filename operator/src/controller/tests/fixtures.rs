@@ -16,7 +16,7 @@ pub use crate::api::{
 pub use crate::controller::conditions::{
     self, DEGRADED, PAUSED, PROGRESSING, READY, UPGRADE_BLOCKED,
 };
-pub use crate::controller::decide::{HEARTBEAT_AGE_OUT, decide, phase};
+pub use crate::controller::decide::{HEARTBEAT_AGE_OUT, KEPT_BACKUP_JOBS, decide, phase};
 pub use crate::controller::model::{
     Action, CondWant, ContainerExit, Decision, JobView, Observed, OctopusNode, OctopusState,
     OctopusView, PodView, Requeue, StatefulSetView, StatefulSetWant, TaskView,
@@ -32,6 +32,8 @@ pub use strum::IntoEnumIterator;
 // ------------------------------------------------------------------------------ fixtures
 
 pub const NAME: &str = "octo";
+/// The cluster object's UID.
+pub const UID: &str = "0b5e7c2a-4d1f-4e8a-9c3b-6f2d1a0e9b7c";
 /// The version the clusters run.
 pub const V1: &str = "2024.1.10";
 /// A patch of [`V1`]: rolls.
@@ -152,6 +154,7 @@ pub fn steady(version: &str, n: u32) -> Observed {
     let replicas = i32::try_from(n).expect("small");
     Observed {
         name: NAME.into(),
+        uid: UID.into(),
         generation: 1,
         spec: spec(version, replicas),
         status: OctopusClusterStatus {
@@ -172,6 +175,7 @@ pub fn steady(version: &str, n: u32) -> Observed {
             running_tasks: Vec::new(),
         }),
         backup_job: None,
+        backup_history: Vec::new(),
         master_key_copy: false,
         now: t0(),
     }
@@ -242,6 +246,8 @@ pub fn upgrade_record(
         to: to.into(),
         change: plan.change.as_str().into(),
         strategy: plan.strategy,
+        // As recorded before attempts existed; `begin` gives new records one.
+        attempt: None,
         step: steps.get(done).map(|s| s.kind),
         node: steps.get(done).and_then(|s| s.node.clone()),
         started_at: Some(Time(started)),

@@ -10,6 +10,8 @@
 //! - [`properties`]: properties over random observations and randomised walks.
 //! - [`drift`]: drift within a schema line is corrected once, then nothing is written.
 //! - [`resume`]: status written by an earlier operator (JSON fixtures) decodes and resumes.
+//! - [`way_back`]: after a failed migration: a backup per attempt, the acknowledged way
+//!   back, a template edited below the schema.
 
 mod cases;
 mod drift;
@@ -21,3 +23,4 @@ mod resume;
 mod sim;
 mod stops;
 mod walks;
+mod way_back;

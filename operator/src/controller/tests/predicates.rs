@@ -41,6 +41,7 @@ fn each_predicate_holds_back_what_it_names() {
             job_name: "b".into(),
             from_version: V1.into(),
             to_version: V2.into(),
+            attempt: None,
             master_key_secret: None,
             completed_at: None,
         });

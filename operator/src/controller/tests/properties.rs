@@ -178,6 +178,7 @@ prop_compose! {
                 job_name: "b".into(),
                 from_version: up.from.clone(),
                 to_version: up.to.clone(),
+                attempt: up.attempt.clone(),
                 master_key_secret: None,
                 completed_at: None,
             }),
@@ -185,6 +186,7 @@ prop_compose! {
                 job_name: "old".into(),
                 from_version: "2023.3.1".into(),
                 to_version: "2023.4.1".into(),
+                attempt: None,
                 master_key_secret: None,
                 completed_at: None,
             }),
@@ -196,8 +198,21 @@ prop_compose! {
             succeeded: succeeded && !failed,
             failed,
             completed_at: None,
+            created_at: None,
         });
         o.master_key_copy = copy;
+        // Earlier attempts' Jobs: finished ones, the newest still running, one named "b"
+        // (status.lastBackup's when recorded).
+        let earlier = usize::try_from(o.generation.rem_euclid(7)).expect("small");
+        o.backup_history = (0..earlier)
+            .map(|i| JobView {
+                name: if i == 0 { "b".into() } else { format!("octo-backup-{i}") },
+                succeeded: i % 3 != 1 && i + 1 < earlier,
+                failed: i % 3 == 1,
+                completed_at: None,
+                created_at: Some(after(t0(), i64::try_from(i).expect("small") * 3600)),
+            })
+            .collect();
         o
     }
 }
@@ -281,6 +296,15 @@ pub fn check_decision_properties(o: &Observed, d: &Decision) -> Result<(), TestC
     }
 
     match &d.action {
+        // Only a finished Job of an earlier attempt, beyond the kept history, while steady.
+        Some(Action::DeleteBackupJob(name)) => {
+            let job = o.backup_history.iter().find(|j| j.name == *name);
+            prop_assert!(job.is_some_and(|j| j.succeeded || j.failed), "{job:?}");
+            prop_assert!(o.backup_history.len() > KEPT_BACKUP_JOBS);
+            prop_assert!(d.last_backup.as_ref().is_none_or(|b| b.job_name != *name));
+            prop_assert!(d.stop.is_none());
+            prop_assert!(d.upgrade.as_ref().is_none_or(|u| u.finished_at.is_some()));
+        }
         // Octopus actions need Octopus's view: never act blind.
         Some(
             Action::SetMaintenance(_)

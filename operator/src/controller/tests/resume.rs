@@ -25,15 +25,40 @@ fn fixture(name: &str) -> OctopusClusterStatus {
 }
 
 /// Checks that today's walk wrote the same status as the fixture, then carries on from
-/// the fixture's status.
+/// the fixture's status. The fixtures predate upgrade attempts: today's attempt is left
+/// out of the comparison, and the walk resumes from a record without one (its backup is
+/// then named as those operators named it).
 fn resume_from(sim: &mut Sim, name: &str) {
     let old = decoded(name);
     let json = |s: &OctopusClusterStatus| serde_json::to_string_pretty(s).expect("serialises");
+    let mut today = sim.status.clone();
+    if let Some(up) = today.upgrade.as_mut() {
+        up.attempt = None;
+    }
+    if let Some(b) = today.last_backup.as_mut() {
+        b.attempt = None;
+    }
     assert_eq!(
-        json(&sim.status),
+        json(&today),
         json(&old),
         "{name}: today's code writes another status"
     );
+    // The world as the earlier operator left it: its backup objects carry no attempt.
+    if let Some(up) = sim.status.upgrade.as_ref().map(typed)
+        && up.attempt.is_some()
+    {
+        let legacy = Upgrade {
+            attempt: None,
+            ..up.clone()
+        };
+        if sim.master_key_copies.remove(&up.master_key_copy(NAME)) {
+            sim.master_key_copies.insert(legacy.master_key_copy(NAME));
+        }
+        if let Some(mut job) = sim.jobs.remove(&up.backup_job(NAME)) {
+            job.name = legacy.backup_job(NAME);
+            sim.jobs.insert(job.name.clone(), job);
+        }
+    }
     sim.status = old;
 }
 

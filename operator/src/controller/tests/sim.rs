@@ -20,8 +20,7 @@ pub struct SimTask {
 #[derive(Clone, Debug)]
 pub struct SimJob {
     pub name: String,
-    pub from: String,
-    pub to: String,
+    pub created_at: Timestamp,
     pub left: u32,
     pub outcome: Option<bool>,
     pub completed_at: Option<Timestamp>,
@@ -34,6 +33,7 @@ impl SimJob {
             succeeded: self.outcome == Some(true),
             failed: self.outcome == Some(false),
             completed_at: self.completed_at,
+            created_at: Some(self.created_at),
         }
     }
 }
@@ -93,11 +93,12 @@ pub struct Sim {
     pub task_ticks: u32,
     /// The Octopus API fails with this (reason, message).
     pub fault: Option<(Reason, String)>,
-    pub job: Option<SimJob>,
+    /// Backup Jobs by name: every attempt's, until a person deletes them.
+    pub jobs: BTreeMap<String, SimJob>,
     pub backup_ticks: u32,
     pub backup_fails: bool,
-    /// The Master Key copy of (from, to).
-    pub master_key_copy: Option<(String, String)>,
+    /// Master Key copies by name (they outlive everything, like the real ones).
+    pub master_key_copies: BTreeSet<String>,
     /// A pod of this ordinal crash-loops on this version.
     pub crash_on: Option<(u32, String)>,
     /// What that pod's container says when it exits (its termination message).
@@ -143,10 +144,10 @@ impl Sim {
             spawn_every: None,
             task_ticks: 3,
             fault: None,
-            job: None,
+            jobs: BTreeMap::new(),
             backup_ticks: 2,
             backup_fails: false,
-            master_key_copy: None,
+            master_key_copies: BTreeSet::new(),
             crash_on: None,
             crash_message: None,
             now: t0(),
@@ -256,18 +257,17 @@ impl Sim {
             .as_ref()
             .filter(|u| u.finished_at.is_none())
             .filter(|u| typed(u).has(StepKind::Backup));
-        let (backup_job, master_key_copy) = match backing_up {
+        // As observe reads them: by the names of the recorded attempt.
+        let (backup_job, master_key_copy) = match backing_up.map(typed) {
             Some(u) => (
-                self.job
-                    .as_ref()
-                    .filter(|j| j.from == u.from && j.to == u.to)
-                    .map(SimJob::view),
-                self.master_key_copy == Some((u.from.clone(), u.to.clone())),
+                self.jobs.get(&u.backup_job(NAME)).map(SimJob::view),
+                self.master_key_copies.contains(&u.master_key_copy(NAME)),
             ),
             None => (None, false),
         };
         Observed {
             name: NAME.into(),
+            uid: UID.into(),
             generation: self.generation,
             spec: self.spec.clone(),
             status: self.status.clone(),
@@ -276,6 +276,7 @@ impl Sim {
             pods,
             octopus,
             backup_job,
+            backup_history: self.jobs.values().map(SimJob::view).collect(),
             master_key_copy,
             now: self.now,
         }
@@ -392,24 +393,34 @@ impl Sim {
                 self.replaced.push(name.clone());
                 self.event(format!("pod-deleted:{name}"));
             }
-            Action::CopyMasterKey { from, to } => {
-                self.master_key_copy = Some((from.clone(), to.clone()));
-                self.event("master-key-copy".into());
+            Action::CopyMasterKey { from, to, attempt } => {
+                let name = names::master_key_copy(NAME, from, to, attempt.as_deref());
+                self.master_key_copies.insert(name.clone());
+                self.event(format!("master-key-copy:{name}"));
             }
-            Action::CreateBackupJob { from, to } => {
-                if self.job.is_none() {
-                    self.job = Some(SimJob {
-                        name: names::backup_job(NAME, from, to),
-                        from: from.clone(),
-                        to: to.clone(),
-                        left: self.backup_ticks,
-                        outcome: None,
-                        completed_at: None,
-                    });
-                    self.event("backup-job:created".into());
+            Action::CreateBackupJob { from, to, attempt } => {
+                let name = names::backup_job(NAME, from, to, attempt.as_deref());
+                if self.jobs.contains_key(&name) {
+                    self.violation(format!("created the backup Job {name} twice"));
                 } else {
-                    self.violation("created the backup Job twice".into());
+                    self.jobs.insert(
+                        name.clone(),
+                        SimJob {
+                            name: name.clone(),
+                            created_at: self.now,
+                            left: self.backup_ticks,
+                            outcome: None,
+                            completed_at: None,
+                        },
+                    );
+                    self.event(format!("backup-job:created:{name}"));
                 }
+            }
+            Action::DeleteBackupJob(name) => {
+                if self.jobs.remove(name).is_none() {
+                    self.violation(format!("deleted missing backup Job {name}"));
+                }
+                self.event(format!("backup-job:deleted:{name}"));
             }
             Action::QueueTentacleTasks { .. } => {
                 self.tentacle_queues += 1;
@@ -440,22 +451,23 @@ impl Sim {
         }
 
         // The backup Job.
-        let mut job_event = None;
-        if let Some(job) = self.job.as_mut().filter(|j| j.outcome.is_none()) {
+        let mut job_events = Vec::new();
+        for job in self.jobs.values_mut().filter(|j| j.outcome.is_none()) {
             if job.left == 0 {
                 job.outcome = Some(!self.backup_fails);
                 job.completed_at = Some(self.now);
-                job_event = Some(if self.backup_fails {
-                    "backup-job:failed"
+                let verb = if self.backup_fails {
+                    "failed"
                 } else {
-                    "backup-job:succeeded"
-                });
+                    "succeeded"
+                };
+                job_events.push(format!("backup-job:{verb}:{}", job.name));
             } else {
                 job.left -= 1;
             }
         }
-        if let Some(e) = job_event {
-            self.event(e.into());
+        for e in job_events {
+            self.event(e);
         }
 
         // Kubelet: terminating pods go; Octopus sees their node offline.
@@ -672,6 +684,18 @@ impl Sim {
                 }
             }
             Some(Strategy::StopTheWorld) => {
+                // The acknowledged way back after a failed migration (the database was
+                // restored) may go back to the old version; a later attempt starts afresh.
+                let returning = (self.spec.version == self.expect.from
+                    && self.spec.upgrade.restored_backup.is_some())
+                    || self
+                        .status
+                        .upgrade
+                        .as_ref()
+                        .is_some_and(|u| typed(u).is_return());
+                if returning {
+                    self.new_template_started = false;
+                }
                 if let Some(sts) = self.sts.clone() {
                     let template = sts.version.clone().unwrap_or_default();
                     let full = i32::try_from(self.expect.replicas).expect("small");
@@ -681,14 +705,31 @@ impl Sim {
                         if !self.maintenance {
                             problems.push("nodes stop before maintenance mode is on".into());
                         }
-                        let pair = (self.expect.from.clone(), self.expect.to.clone());
-                        if backup_needed && self.master_key_copy.as_ref() != Some(&pair) {
-                            problems.push("nodes stop before the Master Key is copied".into());
+                        // This attempt's own backup: an earlier attempt's does not count.
+                        // A return plan takes none (the person restored one).
+                        let recorded = self.status.upgrade.as_ref().map(typed);
+                        if backup_needed && recorded.is_none() {
+                            problems.push(
+                                "nodes stop before the backup succeeded (no upgrade recorded)"
+                                    .into(),
+                            );
                         }
-                        if backup_needed
-                            && self.job.as_ref().is_none_or(|j| j.outcome != Some(true))
-                        {
-                            problems.push("nodes stop before the backup succeeded".into());
+                        let attempt =
+                            recorded.filter(|u| !u.is_return() && u.from == self.expect.from);
+                        if backup_needed && let Some(u) = attempt {
+                            if !self.master_key_copies.contains(&u.master_key_copy(NAME)) {
+                                problems.push(format!(
+                                    "nodes stop before the Master Key is copied (attempt {:?})",
+                                    u.attempt
+                                ));
+                            }
+                            let job = self.jobs.get(&u.backup_job(NAME));
+                            if job.is_none_or(|j| j.outcome != Some(true)) {
+                                problems.push(format!(
+                                    "nodes stop before the backup succeeded (attempt {:?})",
+                                    u.attempt
+                                ));
+                            }
                         }
                         if !self.tasks.is_empty() {
                             problems

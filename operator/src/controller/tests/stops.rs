@@ -132,8 +132,12 @@ fn lifting_a_stop_restarts_the_step_timer() {
 fn setting_the_old_version_back_after_a_failed_migration_is_followed() {
     let (mut sim, _) = failed_migration();
     // As the message says: restore the backup (outside the operator), then set
-    // spec.version to the old version.
-    sim.change_spec(|s| s.version = V1.into());
+    // spec.version to the old version and name the restored backup.
+    let job = typed(sim.status.upgrade.as_ref().expect("recorded")).backup_job(NAME);
+    sim.change_spec(|s| {
+        s.version = V1.into();
+        s.upgrade.restored_backup = Some(job);
+    });
     let d = sim.step(Kill::Never);
     assert!(
         d.statefulset
@@ -170,10 +174,8 @@ fn a_failed_backup_stops_before_anything_stops() {
     assert!(d.action.is_none());
     assert_eq!(d.statefulset, want(V1, 3));
     let message = cond(&d, UPGRADE_BLOCKED).message.clone();
-    assert!(
-        message.contains(&names::backup_job(NAME, V1, V2)),
-        "{message}"
-    );
+    let up = typed(d.upgrade.as_ref().expect("recorded"));
+    assert!(message.contains(&up.backup_job(NAME)), "{message}");
     assert!(d.last_backup.is_none());
     tick_and_hold(&mut sim, "BackupFailed", &message);
     // Every node still runs the old version.
@@ -199,13 +201,16 @@ fn deleting_a_failed_backup_job_retries_the_backup() {
     let (mut sim, _) = failed_backup();
     // As the message says: fix the cause, delete the Job. No spec change.
     sim.backup_fails = false;
-    sim.job = None;
+    sim.jobs.clear();
     let d = sim.step(Kill::Never);
+    let attempt = d.upgrade.as_ref().and_then(|u| u.attempt.clone());
+    assert!(attempt.is_some());
     assert_eq!(
         d.action,
         Some(Action::CreateBackupJob {
             from: V1.into(),
-            to: V2.into()
+            to: V2.into(),
+            attempt,
         }),
         "{:?}",
         d.stop
@@ -220,7 +225,7 @@ fn deleting_a_failed_backup_job_retries_the_backup() {
 fn a_failed_backup_retried_after_a_spec_change_converges() {
     let (mut sim, _) = failed_backup();
     sim.backup_fails = false;
-    sim.job = None;
+    sim.jobs.clear();
     sim.change_spec(|s| s.upgrade.drain_timeout = minutes(45));
     sim.run(200);
     sim.assert_converged(V2);

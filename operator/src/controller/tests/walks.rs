@@ -105,8 +105,8 @@ fn patch_upgrade_rolls_one_node_at_a_time_highest_ordinal_first() {
     assert_eq!(sim.status.schema_version.as_deref(), Some(V1_PATCH));
     // Never the backup machinery for a patch.
     assert!(
-        sim.job.is_none()
-            && sim.master_key_copy.is_none()
+        sim.jobs.is_empty()
+            && sim.master_key_copies.is_empty()
             && first_pos(t, "maintenance:").is_none()
     );
 }
@@ -159,9 +159,10 @@ fn minor_upgrade_stops_the_world_with_backup_first_and_no_mixed_versions() {
     let at = |what: &str| pos(&t, what);
 
     let on = at("maintenance:on");
-    let copy = at("master-key-copy");
-    let job = at("backup-job:created");
-    let backed_up = at("backup-job:succeeded");
+    let at_first = |what: &str| first_pos(&t, what).unwrap_or_else(|| panic!("no {what}"));
+    let copy = at_first("master-key-copy:");
+    let job = at_first("backup-job:created:");
+    let backed_up = at_first("backup-job:succeeded:");
     let to_zero = at(&format!("sts:{V1}@0"));
     let first_stop = first_pos(&t, "pod-stopping:").expect("nodes stopped");
     // Maintenance mode, every drain and the backup come before anything stops.
@@ -208,10 +209,16 @@ fn minor_upgrade_stops_the_world_with_backup_first_and_no_mixed_versions() {
         (backup.from_version.as_str(), backup.to_version.as_str()),
         (V1, V2)
     );
-    assert_eq!(backup.job_name, names::backup_job(NAME, V1, V2));
+    let attempt = status.upgrade.as_ref().and_then(|u| u.attempt.clone());
+    assert!(attempt.is_some(), "the upgrade records its attempt");
+    assert_eq!(backup.attempt, attempt);
+    assert_eq!(
+        backup.job_name,
+        names::backup_job(NAME, V1, V2, attempt.as_deref())
+    );
     assert_eq!(
         backup.master_key_secret.as_deref(),
-        Some(names::master_key_copy(NAME, V1, V2).as_str())
+        Some(names::master_key_copy(NAME, V1, V2, attempt.as_deref()).as_str())
     );
     assert!(backup.completed_at.is_some());
     let up = typed(status.upgrade.as_ref().expect("recorded"));
@@ -269,7 +276,7 @@ fn a_schema_upgrade_with_backup_skipped_runs_no_job() {
     });
     sim.run(300);
     sim.assert_converged(V2);
-    assert!(sim.job.is_none() && sim.master_key_copy.is_none());
+    assert!(sim.jobs.is_empty() && sim.master_key_copies.is_empty());
     assert!(sim.status.last_backup.is_none());
 }
 
@@ -288,7 +295,7 @@ fn a_schema_upgrade_blocked_until_approved_then_runs() {
         assert_cond(&d, UPGRADE_BLOCKED, true, "SchemaUpgradeNotApproved");
         assert!(d.upgrade.is_none());
     }
-    assert!(!sim.maintenance && sim.job.is_none());
+    assert!(!sim.maintenance && sim.jobs.is_empty());
     sim.change_spec(|s| s.upgrade.approved_version = Some(V2.into()));
     sim.run(300);
     sim.assert_converged(V2);
