@@ -82,10 +82,8 @@ if ((${#missing[@]})); then
 fi
 
 if [[ $mode == --import ]]; then
-  node_load || die "control plane ${OCTOPUS_OPERATOR_CLUSTER:-default} has no node (OCTOPUS_OPERATOR_NODE=1 up.sh)"
-  for tag in $tags; do
-    ctr --address "$node_dir/containerd/containerd.sock" -n k8s.io images import --all-platforms \
-      "$(archive_of "$tag")" >/dev/null || die "cannot import $(archive_of "$tag")"
-  done
-  log "imported $repository:{${tags// /,}} into node $NODE_SLOT's containerd"
+  archives=()
+  for tag in $tags; do archives+=("$(archive_of "$tag")"); done
+  "$here/node-import.sh" "${archives[@]}" >/dev/null
+  log "imported $repository:{${tags// /,}} into the node's containerd"
 fi
