@@ -1146,3 +1146,147 @@ async fn a_new_upgrade_is_saved_before_maintenance_mode_and_deletion_right_after
     assert!(reasons.iter().any(|r| r == "Released"), "{reasons:?}");
     must(s.finish().await);
 }
+
+/// The nodes that ever stopped on `version`, and how often.
+fn stops_on(events: &[Event], version: &str) -> Vec<(String, usize)> {
+    Replay::new(events)
+        .stopped_on(version)
+        .into_iter()
+        .map(|(node, n)| (node.to_string(), n))
+        .collect()
+}
+
+/// A patch whose image the registry lacks stops the roll within seconds (nodeReadyTimeout
+/// is ten minutes); setting spec.version back rolls that node back at once. No second
+/// node ever goes out, and no task fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patch_whose_image_cannot_be_pulled_rolls_back_when_the_version_is_set_back() {
+    let s = must(Scenario::start("pullback", twin_config(true)).await);
+    let mut sp = spec("2024.1.100", 3);
+    sp["upgrade"]["nodeReadyTimeout"] = json!("10m");
+    create_ready(&s, sp).await;
+    s.twin
+        .set_missing_images(["octopusdeploy/octopusdeploy:2024.1.200".to_string()]);
+    let since = Timestamp::now();
+    must(s.patch_spec("octo", json!({"version": "2024.1.200"})).await);
+    let c = must(
+        s.wait_condition("octo", "Degraded", true, Some("NodeImagePullFailed"), WAIT)
+            .await,
+    );
+    let message = condition(&c, "UpgradeBlocked")
+        .expect("UpgradeBlocked")
+        .message
+        .clone();
+    for words in [
+        "octo-2",
+        "ImagePull",
+        "2024.1.200",
+        "spec.version back to 2024.1.100",
+    ] {
+        assert!(message.contains(words), "{words}: {message}");
+    }
+    must(s.patch_spec("octo", json!({"version": "2024.1.100"})).await);
+    let c = wait_upgraded(&s, "2024.1.100").await;
+    let up = c.status.and_then(|st| st.upgrade).expect("upgrade");
+    assert_eq!(
+        (up.from.as_str(), up.change.as_str()),
+        ("2024.1.200", "patch-downgrade")
+    );
+    must(
+        s.wait_condition("octo", "Ready", true, Some("Ready"), WAIT)
+            .await,
+    );
+    let events = roll_kept_serving(&s, since).await;
+    let replay = Replay::new(&events);
+    assert_eq!(
+        replay.drained(),
+        ["octo-2"],
+        "only the failed node went out"
+    );
+    assert_eq!(stops_on(&events, "2024.1.100"), [("octo-2".to_string(), 1)]);
+    assert!(count(&events, |k| matches!(k, EventKind::ImagePullFailed { .. })) >= 1);
+    must(s.finish().await);
+}
+
+/// A patch whose server crash-loops stops the roll; a fixed patch of the same line rolls
+/// forward at once, the failed node first, one node at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_looping_patch_rolls_forward_to_a_fixed_patch() {
+    let s = must(Scenario::start("crashfwd", twin_config(true)).await);
+    let mut sp = spec("2024.1.100", 3);
+    sp["upgrade"]["nodeReadyTimeout"] = json!("10m");
+    create_ready(&s, sp).await;
+    s.twin.set_faults(
+        s.ns.name(),
+        "octo",
+        Faults {
+            crash_versions: ["2024.1.200".to_string()].into_iter().collect(),
+            ..Faults::default()
+        },
+    );
+    let since = Timestamp::now();
+    must(s.patch_spec("octo", json!({"version": "2024.1.200"})).await);
+    must(
+        s.wait_condition("octo", "Degraded", true, Some("NodeFailedToStart"), WAIT)
+            .await,
+    );
+    must(s.patch_spec("octo", json!({"version": "2024.1.201"})).await);
+    wait_upgraded(&s, "2024.1.201").await;
+    must(
+        s.wait_condition("octo", "Ready", true, Some("Ready"), WAIT)
+            .await,
+    );
+    let events = roll_kept_serving(&s, since).await;
+    let replay = Replay::new(&events);
+    assert_eq!(replay.drained(), ["octo-2", "octo-1", "octo-0"]);
+    assert_eq!(stops_on(&events, "2024.1.200"), [("octo-2".to_string(), 1)]);
+    let crashes = count(
+        &events,
+        |k| matches!(k, EventKind::NodeCrashed { node, version, .. } if node == "octo-2" && version == "2024.1.200"),
+    );
+    assert!(crashes >= 3, "{crashes} crashes");
+    must(s.finish().await);
+}
+
+/// After a schema upgrade's first node, OrderedReady starts the others one by one: each
+/// gets nodeReadyTimeout from its own start, so nodes that take longer together than one
+/// timeout still finish the upgrade.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_upgrade_times_each_starting_node_from_its_own_start() {
+    let s = must(Scenario::start("pernode", twin_config(false)).await);
+    let mut sp = spec("2024.1.100", 4);
+    sp["upgrade"]["approvedVersion"] = json!("2024.2.1");
+    sp["upgrade"]["nodeReadyTimeout"] = json!("8s");
+    create_ready(&s, sp).await;
+    s.twin.set_timing(
+        s.ns.name(),
+        "octo",
+        octopus_e2e::twin::Timing {
+            start_delay: Duration::from_secs(4),
+            ..twin_config(false).timing
+        },
+    );
+    must(s.patch_spec("octo", json!({"version": "2024.2.1"})).await);
+    wait_upgraded(&s, "2024.2.1").await;
+    must(
+        s.wait_condition("octo", "Ready", true, Some("Ready"), WAIT)
+            .await,
+    );
+    // The premise: nodes 1 to 3 took longer together than one nodeReadyTimeout.
+    let events = s.twin.events();
+    let replay = Replay::new(&events);
+    let first = replay
+        .first(|k| matches!(k, EventKind::NodeStarting { node, version, .. } if node == "octo-1" && version == "2024.2.1"))
+        .expect("octo-1 started on 2024.2.1")
+        .at;
+    let last = replay
+        .first(|k| matches!(k, EventKind::NodeRunning { node, version, .. } if node == "octo-3" && version == "2024.2.1"))
+        .expect("octo-3 ran on 2024.2.1")
+        .at;
+    assert!(
+        last.duration_since(first) > jiff::SignedDuration::from_secs(8),
+        "the nodes started within one timeout ({first} .. {last})"
+    );
+    assert_eq!(replay.schema().violations, 0);
+    must(s.finish().await);
+}

@@ -110,6 +110,9 @@ pub struct Faults {
     pub hang_on_start: BTreeSet<String>,
     /// Node names whose starts fail (crash loop).
     pub fail_to_start: BTreeSet<String>,
+    /// Versions (image tags) whose servers exit at every start (crash loop): a broken
+    /// release, whichever node runs it.
+    pub crash_versions: BTreeSet<String>,
     /// Schema upgrades fail at their end and roll back (the node process exits).
     pub fail_migration: bool,
     /// Every stopped node process dies without flagging its node offline (as if every

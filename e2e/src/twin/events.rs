@@ -38,6 +38,12 @@ pub enum EventKind {
         reason: String,
         message: String,
     },
+    /// The kubelet could not pull the pod's image (the registry lacks it).
+    ImagePullFailed {
+        pod: String,
+        image: String,
+        attempt: u32,
+    },
     NodeStarting {
         node: String,
         pod: String,

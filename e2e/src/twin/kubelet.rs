@@ -4,7 +4,9 @@
 //!
 //! It resolves a container's env as a kubelet does — values, Secret and ConfigMap keys,
 //! `envFrom`, field references — and leaves the pod waiting with
-//! CreateContainerConfigError when a referenced Secret or key is missing. No scheduler
+//! CreateContainerConfigError when a referenced Secret or key is missing; an image the
+//! twin's registry lacks (`TwinHandle::set_missing_images`) leaves it waiting in
+//! ErrImagePull / ImagePullBackOff with no container. No scheduler
 //! runs: spec.nodeName stays empty. A pod that disappears or gets a deletionTimestamp
 //! stops its node process. Watch restarts relist and reconcile idempotently. A pod bound
 //! to a node (spec.nodeName set, by the scheduler onto the real node of
@@ -410,7 +412,7 @@ fn octopus_container_status(
         }}),
         None => json!({}),
     };
-    json!({
+    let mut container = json!({
         "name": name,
         "image": image,
         "imageID": "",
@@ -419,8 +421,15 @@ fn octopus_container_status(
         "restartCount": status.restart_count,
         "state": state,
         "lastState": last_state,
-        "containerID": format!("twin://{}/{}-{}", view.uid, name, status.restart_count),
-    })
+    });
+    // A container that was never created (image not pulled, config error) has no id.
+    if status.phase != "Pending" {
+        container["containerID"] = json!(format!(
+            "twin://{}/{}-{}",
+            view.uid, name, status.restart_count
+        ));
+    }
+    container
 }
 
 /// Resolves the container's environment as the kubelet does before creating it.

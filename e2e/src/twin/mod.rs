@@ -244,6 +244,13 @@ impl TwinHandle {
         self.with_world(|w| w.set_database_timing(connection_string, timing));
     }
 
+    /// The registry lacks these image references from now on (and has every other): their
+    /// pods wait in ErrImagePull / ImagePullBackOff, as a kubelet reports them.
+    pub fn set_missing_images<I: IntoIterator<Item = String>>(&self, images: I) {
+        let images = images.into_iter().collect();
+        self.with_world(|w| w.set_missing_images(images));
+    }
+
     /// Timing of the installation behind a Service (kept until its first pod appears).
     pub fn set_timing(&self, namespace: &str, service: &str, timing: Timing) {
         self.with_world(|w| w.set_timing(namespace, service, timing));

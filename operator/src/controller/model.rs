@@ -67,13 +67,64 @@ pub struct PodView {
     pub version: Option<String>,
     pub ready: bool,
     pub restarts: i32,
-    /// The container waits in CrashLoopBackOff (or failed to be created).
+    /// The container waits in CrashLoopBackOff.
     pub crash_looping: bool,
     /// The pod has a deletionTimestamp.
     pub terminating: bool,
     /// How the Octopus container last ended (`lastState.terminated`), e.g. the message of
     /// a database upgrade Octopus aborted because other nodes still look alive.
     pub last_exit: Option<ContainerExit>,
+    /// Why the Octopus container waits (`state.waiting`), when it does.
+    pub waiting: Option<ContainerWaiting>,
+    /// The pod's creationTimestamp: with OrderedReady each node's own start.
+    pub created_at: Option<Timestamp>,
+    /// When the Octopus container last started running (`state.running.startedAt`).
+    pub started_at: Option<Timestamp>,
+    /// Since when the pod is Ready (its Ready condition's lastTransitionTime), when it is.
+    pub ready_since: Option<Timestamp>,
+}
+
+impl PodView {
+    /// No server process runs in the pod: its container waits to restart after a crash,
+    /// or cannot start at all. It serves nothing and runs no task.
+    pub fn is_down(&self) -> bool {
+        !self.ready
+            && !self.terminating
+            && (self.crash_looping || self.waiting.as_ref().is_some_and(|w| w.failure.is_some()))
+    }
+
+    /// When this node's current attempt to start began: the pod's creation or its
+    /// container's last start, whichever is later. A node's readiness timer runs from here
+    /// (never from before `floor`, the step's own start).
+    pub fn start_clock(&self, floor: Timestamp) -> Timestamp {
+        [self.created_at, self.started_at]
+            .into_iter()
+            .flatten()
+            .fold(floor, Timestamp::max)
+    }
+}
+
+/// Why a container waits, as the kubelet reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerWaiting {
+    /// The kubelet's word (`ErrImagePull`, `CreateContainerConfigError`), not one of the
+    /// operator's reasons.
+    pub kubelet_reason: String,
+    pub message: Option<String>,
+    /// What the kubelet's word means for a start; set by `observe`, the layer that knows
+    /// the kubelet's vocabulary.
+    pub failure: Option<StartFailure>,
+}
+
+/// A start that cannot succeed without a change: the container never ran, so the node
+/// never touched the database.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartFailure {
+    /// The image cannot be pulled (ErrImagePull, ImagePullBackOff, InvalidImageName).
+    ImagePull,
+    /// The container cannot be created from the pod's spec (CreateContainerConfigError,
+    /// CreateContainerError).
+    ContainerConfig,
 }
 
 /// What observe reads about one node beyond its pod view and the cluster summary. Kept

@@ -12,8 +12,8 @@ use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 
 use super::model::{
-    ContainerExit, JobView, NodeFacts, Observed, OctopusNode, OctopusState, OctopusView, PodView,
-    StatefulSetView, TaskView,
+    ContainerExit, ContainerWaiting, JobView, NodeFacts, Observed, OctopusNode, OctopusState,
+    OctopusView, PodView, StartFailure, StatefulSetView, TaskView,
 };
 use super::reason::Reason;
 use super::steps::{StepKind, Upgrade};
@@ -395,10 +395,20 @@ fn pod_view(cluster: &str, pod: &Pod) -> Option<PodView> {
     let container_status = status
         .and_then(|s| s.container_statuses.as_ref())
         .and_then(|cs| cs.iter().find(|c| c.name == container.name));
-    let waiting = container_status
-        .and_then(|c| c.state.as_ref())
-        .and_then(|s| s.waiting.as_ref())
-        .and_then(|w| w.reason.clone());
+    let state = container_status.and_then(|c| c.state.as_ref());
+    let waiting = state.and_then(|s| s.waiting.as_ref()).and_then(|w| {
+        let kubelet_reason = w.reason.clone()?;
+        Some(ContainerWaiting {
+            failure: start_failure(&kubelet_reason),
+            kubelet_reason,
+            message: w.message.clone(),
+        })
+    });
+    let ready_since = status
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready" && c.status == "True"))
+        .and_then(|c| c.last_transition_time.as_ref())
+        .map(|t| t.0);
     Some(PodView {
         name: name.clone(),
         ordinal,
@@ -407,18 +417,32 @@ fn pod_view(cluster: &str, pod: &Pod) -> Option<PodView> {
         restarts: container_status
             .map(|c| c.restart_count)
             .unwrap_or_default(),
-        crash_looping: matches!(
-            waiting.as_deref(),
-            Some(
-                "CrashLoopBackOff"
-                    | "CreateContainerConfigError"
-                    | "ImagePullBackOff"
-                    | "ErrImagePull"
-            )
-        ),
+        crash_looping: waiting
+            .as_ref()
+            .is_some_and(|w| w.kubelet_reason == "CrashLoopBackOff"),
         terminating: pod.metadata.deletion_timestamp.is_some(),
         last_exit: last_exit(pod),
+        waiting,
+        created_at: pod.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        started_at: state
+            .and_then(|s| s.running.as_ref())
+            .and_then(|r| r.started_at.as_ref())
+            .map(|t| t.0),
+        ready_since,
     })
+}
+
+/// What the kubelet's waiting reason means for a start: an image that cannot be pulled or
+/// a container that cannot be created waits forever without a change, so it fails the
+/// start at once rather than at nodeReadyTimeout.
+fn start_failure(kubelet_reason: &str) -> Option<StartFailure> {
+    match kubelet_reason {
+        "ErrImagePull" | "ImagePullBackOff" | "InvalidImageName" => Some(StartFailure::ImagePull),
+        "CreateContainerConfigError" | "CreateContainerError" => {
+            Some(StartFailure::ContainerConfig)
+        }
+        _ => None,
+    }
 }
 
 /// The Octopus container's last termination (`lastState.terminated`).
@@ -466,3 +490,6 @@ fn job_view(job: &Job) -> JobView {
         created_at: job.metadata.creation_timestamp.as_ref().map(|t| t.0),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -113,6 +113,12 @@ pub enum Reason {
     NodeNotReady,
     /// Octopus reports a node on another version than its pod after nodeReadyTimeout.
     NodeVersionMismatch,
+    /// A node's image cannot be pulled (ErrImagePull, ImagePullBackOff, InvalidImageName):
+    /// its container never ran. Clears once the kubelet starts it.
+    NodeImagePullFailed,
+    /// A node's container cannot be created (CreateContainerConfigError,
+    /// CreateContainerError): it never ran. Clears once the kubelet starts it.
+    NodeContainerConfigFailed,
     /// Starting pods on the wanted version would break a safety predicate.
     UnsafeToStart,
     /// status.upgrade names a step, step state, strategy or stop this operator does not know.
@@ -205,6 +211,8 @@ impl Reason {
                     | Self::MixedSchemaVersions
                     | Self::UnsafeToStart
                     | Self::UnknownStep
+                    | Self::NodeImagePullFailed
+                    | Self::NodeContainerConfigFailed
                     | Self::RestoreNotAcknowledged
             )
     }
@@ -229,6 +237,8 @@ impl Reason {
                     | Self::MixedSchemaVersions
                     | Self::UnsafeToStart
                     | Self::UnknownStep
+                    | Self::NodeImagePullFailed
+                    | Self::NodeContainerConfigFailed
                     | Self::RestoreNotAcknowledged
             )
     }

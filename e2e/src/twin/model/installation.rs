@@ -485,7 +485,9 @@ impl Installation {
         };
         let node = p.node_name.clone();
         let version_text = p.version_text.clone();
-        if self.faults.fail_to_start.contains(&node) {
+        if self.faults.fail_to_start.contains(&node)
+            || self.faults.crash_versions.contains(&version_text)
+        {
             self.crash(
                 key,
                 now,

@@ -1,7 +1,8 @@
 //! The twin's world: the Kubernetes objects a kubelet and a load balancer would see
 //! (pods with their resolved Octopus settings, services with selectors) and the Octopus
 //! installations behind them, one per shared database. Owns routing a Service to an
-//! answering node and keeping pods and node processes in step. Pure: the caller passes
+//! answering node, keeping pods and node processes in step, and the kubelet's image pulls
+//! (with its back-off) from a registry that may lack some images. Pure: the caller passes
 //! the time; the kubelet role and the HTTP server only call in here.
 
 pub mod installation;
@@ -10,7 +11,7 @@ pub mod remote;
 pub mod snapshot;
 pub mod task;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::time::Duration;
 
@@ -129,6 +130,18 @@ struct PodEntry {
     first_seen: Timestamp,
     ready_since: Timestamp,
     last_ready: bool,
+    /// The image could not be pulled: no container exists yet.
+    pull: Option<PullBackOff>,
+}
+
+/// A kubelet's back-off on an image it could not pull.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct PullBackOff {
+    attempts: u32,
+    /// Until then the kubelet reports `ErrImagePull` (the first half of the back-off),
+    /// then `ImagePullBackOff`.
+    failed_until: Timestamp,
+    retry_at: Timestamp,
 }
 
 /// Everything the twin plays.
@@ -147,6 +160,8 @@ pub struct World {
     /// Node processes in real containers: key -> installation ([`remote`]).
     remote: HashMap<String, usize>,
     remote_seq: u64,
+    /// Image references the registry does not have: their pods never start a container.
+    missing_images: BTreeSet<String>,
 }
 
 impl World {
@@ -165,6 +180,7 @@ impl World {
             clock: now,
             remote: HashMap::new(),
             remote_seq: 0,
+            missing_images: BTreeSet::new(),
         }
     }
 
@@ -179,8 +195,66 @@ impl World {
         for installation in &mut self.installations {
             installation.advance(now, &mut self.log);
         }
+        self.retry_pulls(now);
         self.refresh_readiness(now);
         now
+    }
+
+    /// The registry lacks these image references from now on (and has every other): pods
+    /// on them wait in ErrImagePull / ImagePullBackOff, and start at the kubelet's next
+    /// attempt once the image is there.
+    pub fn set_missing_images(&mut self, images: BTreeSet<String>) {
+        self.missing_images = images;
+    }
+
+    /// Pods whose pull back-off is over try again.
+    fn retry_pulls(&mut self, now: Timestamp) {
+        let due: Vec<(String, String)> = self
+            .pods
+            .iter()
+            .filter(|(_, e)| e.pull.is_some_and(|p| p.retry_at <= now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            self.start_container(&key, now);
+        }
+    }
+
+    /// Pulls the pod's image; false (and a back-off) when the registry lacks it.
+    fn pull_image(&mut self, key: &(String, String), now: Timestamp) -> bool {
+        let backoff = (
+            self.default_timing.crash_backoff_base,
+            self.default_timing.crash_backoff_max,
+        );
+        let Some(entry) = self.pods.get_mut(key) else {
+            return false;
+        };
+        if !self.missing_images.contains(&entry.view.image) {
+            entry.pull = None;
+            return true;
+        }
+        let attempts = entry.pull.map_or(1, |p| p.attempts.saturating_add(1));
+        let doublings = attempts.saturating_sub(1).min(20);
+        let wait = backoff.0.saturating_mul(1u32 << doublings).min(backoff.1);
+        entry.pull = Some(PullBackOff {
+            attempts,
+            failed_until: after(now, wait / 2),
+            retry_at: after(now, wait),
+        });
+        let (pod, image) = (
+            format!("{}/{}", entry.view.namespace, entry.view.name),
+            entry.view.image.clone(),
+        );
+        self.log.record(
+            now,
+            None,
+            EventKind::ImagePullFailed {
+                pod,
+                image,
+                attempt: attempts,
+            },
+        );
+        false
     }
 
     fn refresh_readiness(&mut self, now: Timestamp) {
@@ -241,6 +315,7 @@ impl World {
                 first_seen: now,
                 ready_since: now,
                 last_ready: false,
+                pull: None,
             },
         );
         self.start_container(&key, now);
@@ -252,9 +327,11 @@ impl World {
         };
         let old = std::mem::replace(&mut entry.view, view.clone());
         let installation = entry.installation;
+        let pulling = entry.pull.is_some();
         match (installation, &view.env) {
-            (None, Ok(_)) => self.start_container(&key, now),
-            (None, Err(e)) if old.env.as_ref().err() != Some(e) => {
+            // A pull in back-off is retried when it is due, not on every pod update.
+            (None, Ok(_)) if !pulling => self.start_container(&key, now),
+            (None, Err(e)) if !pulling && old.env.as_ref().err() != Some(e) => {
                 self.record_config_error(&view, e.clone(), now);
             }
             (Some(index), Ok(env)) if old.image != view.image => {
@@ -269,6 +346,10 @@ impl World {
     }
 
     fn start_container(&mut self, key: &(String, String), now: Timestamp) {
+        // As a kubelet: the image first, then the container's config.
+        if !self.pull_image(key, now) {
+            return;
+        }
         let Some(view) = self.pods.get(key).map(|e| e.view.clone()) else {
             return;
         };
@@ -446,6 +527,9 @@ impl World {
 
     pub fn pod_status(&self, namespace: &str, name: &str) -> Option<PodRuntimeStatus> {
         let entry = self.pods.get(&(namespace.to_string(), name.to_string()))?;
+        let pulling = entry
+            .pull
+            .map(|p| pull_waiting(&entry.view.image, p, self.clock));
         let base = PodRuntimeStatus {
             phase: "Pending".into(),
             ready: false,
@@ -459,6 +543,9 @@ impl World {
             start_time: entry.first_seen,
             ready_since: entry.ready_since,
         };
+        if let Some(state) = pulling {
+            return Some(PodRuntimeStatus { state, ..base });
+        }
         if let Err(e) = &entry.view.env {
             return Some(PodRuntimeStatus {
                 state: ContainerState::Waiting {
@@ -572,6 +659,38 @@ impl World {
 
     pub fn add_api_key(&mut self, namespace: &str, service: &str, key: Secret, role: Role) {
         self.with_overrides(namespace, service, |o| o.api_keys.push((key, role)));
+    }
+}
+
+/// What a kubelet reports while an image cannot be pulled: `ErrImagePull` right after an
+/// attempt, `ImagePullBackOff` while it waits for the next, in the words of containerd
+/// and the kubelet.
+fn pull_waiting(image: &str, pull: PullBackOff, now: Timestamp) -> ContainerState {
+    let reference = qualified(image);
+    if now < pull.failed_until {
+        ContainerState::Waiting {
+            reason: "ErrImagePull".into(),
+            message: format!(
+                "failed to pull and unpack image \"{reference}\": failed to resolve reference \"{reference}\": {reference}: not found"
+            ),
+        }
+    } else {
+        ContainerState::Waiting {
+            reason: "ImagePullBackOff".into(),
+            message: format!("Back-off pulling image \"{image}\""),
+        }
+    }
+}
+
+/// The reference containerd resolves: a name without a registry host is Docker Hub's.
+fn qualified(image: &str) -> String {
+    let first = image.split('/').next().unwrap_or_default();
+    let has_host =
+        image.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
+    match (has_host, image.contains('/')) {
+        (true, _) => image.to_string(),
+        (false, true) => format!("docker.io/{image}"),
+        (false, false) => format!("docker.io/library/{image}"),
     }
 }
 

@@ -812,3 +812,75 @@ fn faults_set_for_a_database_reach_the_remote_nodes_connecting_to_it() {
         beat.message
     );
 }
+
+fn waiting_reason(w: &World, name: &str) -> Option<String> {
+    match w.pod_status("ns", name)?.state {
+        ContainerState::Waiting { reason, .. } => Some(reason),
+        ContainerState::Running { .. } => None,
+    }
+}
+
+#[test]
+fn an_image_the_registry_lacks_waits_in_image_pull_back_off_until_it_is_there() {
+    let mut w = world();
+    cluster(&mut w, &["octo-0"], "2024.1.100");
+    w.set_missing_images(["octopusdeploy/octopusdeploy:2024.1.999".to_string()].into());
+    w.apply_pod(pod("octo-1", "2024.1.999"), t(100));
+    let status = w.pod_status("ns", "octo-1").expect("known");
+    assert_eq!(status.phase, "Pending");
+    assert_eq!(
+        (status.ready, status.started, status.restart_count),
+        (false, false, 0)
+    );
+    match &status.state {
+        ContainerState::Waiting { reason, message } => {
+            assert_eq!(reason, "ErrImagePull");
+            assert!(message.contains("docker.io/octopusdeploy/octopusdeploy:2024.1.999"));
+            assert!(message.contains("not found"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    w.advance(after(t(100), Duration::from_millis(700)));
+    assert_eq!(
+        waiting_reason(&w, "octo-1").as_deref(),
+        Some("ImagePullBackOff")
+    );
+    // The kubelet tries again with a growing back-off; nothing ever started.
+    for s in 101..=160 {
+        w.advance(t(s));
+    }
+    let attempts = count(&w, |k| matches!(k, EventKind::ImagePullFailed { .. }));
+    assert!(attempts >= 4, "{attempts} attempts");
+    assert_eq!(phase(&w, "octo-1"), "gone");
+    // The tag is pushed: the next attempt pulls it and the node starts.
+    w.set_missing_images(BTreeSet::new());
+    for s in 161..=180 {
+        w.advance(t(s));
+    }
+    assert_eq!(phase(&w, "octo-1"), "Running");
+    assert_eq!(waiting_reason(&w, "octo-1"), None);
+}
+
+#[test]
+fn a_broken_release_crash_loops_on_every_node_that_runs_it() {
+    let mut w = world();
+    let now = cluster(&mut w, &["octo-0", "octo-1"], "2024.1.100");
+    w.set_faults(
+        "ns",
+        "octo",
+        Faults {
+            crash_versions: ["2024.1.200".to_string()].into(),
+            ..Faults::default()
+        },
+    );
+    w.stop_pod("ns", "octo-1", Shutdown::Graceful, t(now));
+    w.apply_pod(pod("octo-1", "2024.1.200"), t(now));
+    w.advance(t(now + 20));
+    let status = w.pod_status("ns", "octo-1").expect("known");
+    assert!(!status.ready && status.restart_count >= 2, "{status:?}");
+    assert_eq!(
+        waiting_reason(&w, "octo-1").as_deref(),
+        Some("CrashLoopBackOff")
+    );
+    assert_eq!(phase(&w, "octo-0"), "Running");
+}

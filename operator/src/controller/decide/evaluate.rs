@@ -2,12 +2,14 @@
 //! predicate, or a stop. One function per [`StepKind`]; [`evaluate`] matches every kind, so
 //! a new step without an evaluation does not compile.
 
-use jiff::SignedDuration;
+use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::{Outcome, Stop, max_version, restore, signed};
 use crate::api::{BackupStatus, DrainTimeoutPolicy};
-use crate::controller::model::{Action, Decision, Observed, OctopusState, OctopusView, PodView};
+use crate::controller::model::{
+    Action, ContainerWaiting, Decision, Observed, OctopusState, OctopusView, PodView, StartFailure,
+};
 use crate::controller::reason::Reason;
 use crate::controller::safety::{self, Disruption};
 use crate::controller::steps::{PlannedStep, StepKind, Upgrade};
@@ -54,6 +56,11 @@ impl StepCx<'_> {
     fn ready_timeout(&self) -> SignedDuration {
         signed(self.o.spec.upgrade.node_ready_timeout)
     }
+
+    /// When the step started.
+    fn step_started(&self) -> Timestamp {
+        self.o.now.checked_sub(self.elapsed).unwrap_or(self.o.now)
+    }
 }
 
 /// Evaluates the step in `cx`; may record a backup or a newer schema in `d`.
@@ -64,6 +71,13 @@ pub(super) fn evaluate(cx: &StepCx<'_>, d: &mut Decision) -> Outcome {
             .pod(cx.node())
             .is_some_and(|p| !p.terminating && p.version.as_deref() == Some(cx.to.as_str()));
     if traits.done_once_replaced && replaced {
+        return Outcome::Done;
+    }
+    // A rolled node whose container does not run on another version than the target
+    // serves nothing and runs no task: draining it and waiting for its tasks are moot. So
+    // a roll moved off a patch that cannot start brings its node back even when no node
+    // answers (a one-node cluster).
+    if matches!(cx.step.kind, StepKind::Drain | StepKind::WaitTasks) && down_elsewhere(cx) {
         return Outcome::Done;
     }
     // Never act blind.
@@ -77,7 +91,7 @@ pub(super) fn evaluate(cx: &StepCx<'_>, d: &mut Decision) -> Outcome {
         StepKind::Undrain => drain(cx, false),
         StepKind::WaitTasks => wait_tasks(cx),
         StepKind::Replace => replace(cx),
-        StepKind::WaitReady => wait_node_ready(cx, cx.node(), false),
+        StepKind::WaitReady => wait_node_ready(cx, cx.node(), false, cx.step_started()),
         StepKind::VerifyVersion => verify_version(cx),
         StepKind::Backup => backup(cx, d),
         StepKind::StopAll => stop_all(cx),
@@ -181,11 +195,24 @@ fn wait_tasks(cx: &StepCx<'_>) -> Outcome {
     }
 }
 
+/// The step's node is in a roll, its pod runs another version than the target and no
+/// server process runs in it ([`PodView::is_down`]).
+fn down_elsewhere(cx: &StepCx<'_>) -> bool {
+    cx.up.strategy == Some(Strategy::Rolling)
+        && cx.step.node.is_some()
+        && cx
+            .pod(cx.node())
+            .is_some_and(|p| p.is_down() && p.version.as_deref() != Some(cx.to.as_str()))
+}
+
 fn replace(cx: &StepCx<'_>) -> Outcome {
     let name = cx.node();
     match cx.pod(name) {
         Some(p) if !p.terminating => {
-            if let Err(held) = safety::check(cx.o, Disruption::ReplacePod { node: name }) {
+            // Replacing a pod that runs nothing takes nothing out of service.
+            if !down_elsewhere(cx)
+                && let Err(held) = safety::check(cx.o, Disruption::ReplacePod { node: name })
+            {
                 return Outcome::Held(held);
             }
             Outcome::Act(Action::DeletePod(p.name.clone()))
@@ -335,7 +362,7 @@ fn start_first(cx: &StepCx<'_>) -> Outcome {
 fn wait_schema(cx: &StepCx<'_>, d: &mut Decision) -> Outcome {
     let first = format!("{}-0", cx.o.name);
     let to = &cx.to;
-    match wait_node_ready(cx, &first, true) {
+    match wait_node_ready(cx, &first, true, cx.step_started()) {
         Outcome::Done => {
             let reported = cx
                 .state()
@@ -382,9 +409,15 @@ fn verify(cx: &StepCx<'_>) -> Outcome {
     let names: Vec<String> = (0..cx.replicas.max(0))
         .map(|i| format!("{}-{i}", cx.o.name))
         .collect();
+    // OrderedReady starts the nodes one by one: each one's turn begins when the one
+    // before it became ready, and its timer runs from there, not from this step's start.
+    let mut turn = cx.step_started();
     for name in &names {
-        match wait_node_ready(cx, name, false) {
-            Outcome::Done => {}
+        match wait_node_ready(cx, name, false, turn) {
+            Outcome::Done => {
+                let ready_since = cx.pod(name).and_then(|p| p.ready_since);
+                turn = ready_since.map_or(turn, |t| t.max(turn));
+            }
             other => return other,
         }
     }
@@ -415,8 +448,16 @@ fn verify(cx: &StepCx<'_>) -> Outcome {
     }
 }
 
-/// Waits for `name` to be ready on the new version; a crash loop or the timeout stops.
-fn wait_node_ready(cx: &StepCx<'_>, name: &str, first_after_migration: bool) -> Outcome {
+/// Waits for `name` to be ready on the new version; a crash loop, a start that cannot
+/// succeed (image, container config) or the timeout stops. The timeout runs per node, from
+/// that node's own start ([`PodView::start_clock`]), never from before `turn`, when its turn
+/// to start began.
+fn wait_node_ready(
+    cx: &StepCx<'_>,
+    name: &str,
+    first_after_migration: bool,
+    turn: Timestamp,
+) -> Outcome {
     let version = &cx.to;
     let pod = cx.pod(name);
     if let Some(p) = pod
@@ -426,29 +467,30 @@ fn wait_node_ready(cx: &StepCx<'_>, name: &str, first_after_migration: bool) -> 
     {
         return Outcome::Done;
     }
-    let crashed = pod.is_some_and(|p| p.crash_looping && p.restarts >= CRASH_RESTARTS);
+    // Only this pod, on this version, counts: an old pod's failures belong to no step.
+    let attempt = pod.filter(|p| !p.terminating && p.version.as_deref() == Some(version.as_str()));
+    let crashed = attempt.is_some_and(|p| p.crash_looping && p.restarts >= CRASH_RESTARTS);
+    if let Some(p) = attempt
+        && let Some(w) = &p.waiting
+        && let Some(failure) = w.failure
+    {
+        return Outcome::Stop(cannot_start(cx, name, first_after_migration, failure, w));
+    }
     if first_after_migration && let Some(wait) = stale_nodes_wait(cx, name, pod) {
         return wait;
     }
-    if crashed || cx.elapsed >= cx.ready_timeout() {
+    let since = attempt.map_or(turn, |p| p.start_clock(turn));
+    if crashed || cx.o.now.duration_since(since) >= cx.ready_timeout() {
         let why = if crashed {
             format!(
                 "keeps crashing ({} restarts)",
                 pod.map(|p| p.restarts).unwrap_or_default()
             )
         } else {
-            "did not become ready within nodeReadyTimeout".to_string()
+            "did not become ready within nodeReadyTimeout of its start".to_string()
         };
         let stop = if first_after_migration {
-            Stop::new(
-                Reason::NodeFailedAfterMigration,
-                format!(
-                    "node {name} {why} on {version} while upgrading the database schema. The \
-                     database may be partly migrated: no other node is started. Read the pod's \
-                     logs; {}; to retry, fix the cause and change the spec",
-                    restore::way_back(cx.o, cx.up)
-                ),
-            )
+            failed_after_migration(cx, name, &why)
         } else {
             let reason = if crashed {
                 Reason::NodeFailedToStart
@@ -457,7 +499,10 @@ fn wait_node_ready(cx: &StepCx<'_>, name: &str, first_after_migration: bool) -> 
             };
             Stop::new(
                 reason,
-                format!("node {name} {why} on {version}; the operator takes no further step"),
+                format!(
+                    "node {name} {why} on {version}; the operator takes no further step. {}",
+                    way_back(cx, name)
+                ),
             )
         };
         return Outcome::Stop(stop);
@@ -467,6 +512,81 @@ fn wait_node_ready(cx: &StepCx<'_>, name: &str, first_after_migration: bool) -> 
         message: format!("waiting for node {name} to be ready on {version}"),
         poll: true,
     }
+}
+
+fn failed_after_migration(cx: &StepCx<'_>, name: &str, why: &str) -> Stop {
+    Stop::new(
+        Reason::NodeFailedAfterMigration,
+        format!(
+            "node {name} {why} on {} while upgrading the database schema. The database may \
+             be partly migrated: no other node is started. Read the pod's logs; {}; to retry, \
+             fix the cause and change the spec",
+            cx.to,
+            restore::way_back(cx.o, cx.up)
+        ),
+    )
+}
+
+/// The container of `name` cannot start until something changes: it never ran. After a
+/// migration that is still a failed migration (the way back is the return plan);
+/// otherwise a stop that clears once the kubelet starts the container.
+fn cannot_start(
+    cx: &StepCx<'_>,
+    name: &str,
+    first_after_migration: bool,
+    failure: StartFailure,
+    waiting: &ContainerWaiting,
+) -> Stop {
+    let kubelet = match &waiting.message {
+        Some(m) if !m.is_empty() => format!("{}: {m}", waiting.kubelet_reason),
+        _ => waiting.kubelet_reason.clone(),
+    };
+    let (reason, what) = match failure {
+        StartFailure::ImagePull => (Reason::NodeImagePullFailed, "cannot pull its image"),
+        StartFailure::ContainerConfig => (
+            Reason::NodeContainerConfigFailed,
+            "cannot create its container",
+        ),
+    };
+    let why = format!("{what} ({kubelet})");
+    if first_after_migration {
+        return failed_after_migration(cx, name, &why);
+    }
+    Stop::new(
+        reason,
+        format!(
+            "node {name} {why} on {}; its container never ran. The operator takes no \
+             further step until it starts. {}",
+            cx.to,
+            way_back(cx, name)
+        ),
+    )
+}
+
+/// What a person can do about `name`, a node that cannot start on the upgrade's target.
+/// In a roll: go back to the version the other nodes serve on (re-planned at once), or on
+/// to another patch.
+fn way_back(cx: &StepCx<'_>, name: &str) -> String {
+    if cx.up.strategy != Some(Strategy::Rolling) {
+        return "Read the pod's logs and events, fix the cause, then change the spec".to_string();
+    }
+    let serving: std::collections::BTreeSet<&str> =
+        cx.o.pods
+            .iter()
+            .filter(|p| p.name != name && p.ready && !p.terminating)
+            .filter_map(|p| p.version.as_deref())
+            .collect();
+    let back = match (serving.len(), serving.first()) {
+        (1, Some(v)) => format!("back to {v} (the other nodes run it)"),
+        // One node, or the others on several patches: the roll's own start, unless that
+        // is where it goes.
+        _ if cx.up.from != cx.to => format!("back to {}", cx.up.from),
+        _ => "to a patch of the same line that starts".to_string(),
+    };
+    format!(
+        "Set spec.version {back} to roll the node back, or to another patch of the same \
+         line to roll there instead; no other node goes out meanwhile"
+    )
 }
 
 /// After stop-all, the first node's database upgrade is refused while a node killed

@@ -11,6 +11,7 @@
 //!
 //! - [`start`]: no upgrade under way: create, hold steady, or plan one behind its gates.
 //! - [`run`]: walk the recorded steps of the upgrade under way.
+//! - [`replan`]: a new patch target during a patch roll re-plans the roll at once.
 //! - [`evaluate`]: what one step needs now, one function per [`StepKind`](super::steps::StepKind).
 //! - [`report`]: the conditions and the phase.
 //! - [`release`]: what deletion releases in Octopus.
@@ -21,6 +22,7 @@
 mod evaluate;
 mod history;
 mod release;
+mod replan;
 mod report;
 mod restore;
 mod run;

@@ -7,6 +7,7 @@ use jiff::SignedDuration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::evaluate::{StepCx, evaluate};
+use super::replan::replan_roll;
 use super::start::{begin, guard_start};
 use super::{Outcome, Progress, Stop, max_version, report, restore};
 use crate::api::UpgradeStatus;
@@ -43,6 +44,9 @@ pub(super) fn record_plan(o: &Observed, mut d: Decision, up: Upgrade) -> Decisio
 
 /// Walks the recorded steps of the upgrade under way.
 pub(super) fn run_upgrade(o: &Observed, mut d: Decision, mut up: Upgrade) -> Decision {
+    if let Some(replanned) = replan_roll(o, &up) {
+        return record_plan(o, d, replanned);
+    }
     if let Some(holding) = lift_stop(o, &mut d, &mut up) {
         return report::finish(o, d, Some(&up), Some(holding), None);
     }
@@ -130,8 +134,10 @@ fn lift_stop(o: &Observed, d: &mut Decision, up: &mut Upgrade) -> Option<Stop> {
         d.upgrade = Some(UpgradeStatus::from(&*up));
         return Some(Stop::new(reason, message));
     }
-    if up.stopped_reason.take().is_some() {
-        // A person changed the spec: the step gets its full timeout again.
+    if up.stopped_reason.take().is_some_and(Reason::sticky) {
+        // A person changed the spec: the step gets its full timeout again. (A stop that
+        // clears by itself keeps the step's clock: restarting it on every look would
+        // rewrite status on every reconcile.)
         up.step_started_at = Some(Time(o.now));
     }
     up.stopped_generation = None;

@@ -174,6 +174,8 @@ const NOT_REASONS: &[(&str, &[&str])] = &[
             "CreateContainerConfigError",
             "ImagePullBackOff",
             "ErrImagePull",
+            "InvalidImageName",
+            "CreateContainerError",
             "Complete",
             "Failed",
         ],

@@ -18,13 +18,14 @@ pub use crate::controller::conditions::{
 };
 pub use crate::controller::decide::{HEARTBEAT_AGE_OUT, KEPT_BACKUP_JOBS, decide, phase};
 pub use crate::controller::model::{
-    Action, CondWant, ContainerExit, Decision, JobView, Observed, OctopusNode, OctopusState,
-    OctopusView, PodView, Requeue, StatefulSetView, StatefulSetWant, TaskView,
+    Action, CondWant, ContainerExit, ContainerWaiting, Decision, JobView, Observed, OctopusNode,
+    OctopusState, OctopusView, PodView, Requeue, StartFailure, StatefulSetView, StatefulSetWant,
+    TaskView,
 };
 pub use crate::controller::reason::Reason;
 pub use crate::controller::safety::{self, Disruption, Predicate};
 pub use crate::controller::steps::{PlannedStep, StepKind, StepState, Upgrade};
-pub use crate::planner::{self, PlanRequest, Strategy};
+pub use crate::planner::{self, ChangeKind, PlanRequest, Strategy};
 pub use crate::resources::names;
 pub use crate::version::OctopusVersion;
 pub use strum::IntoEnumIterator;
@@ -125,6 +126,24 @@ pub fn pod(ordinal: u32, version: &str) -> PodView {
         version: Some(version.into()),
         ready: true,
         ..PodView::default()
+    }
+}
+
+/// A container waiting as the kubelet reports `failure`.
+pub fn waiting_on(failure: StartFailure) -> ContainerWaiting {
+    let (kubelet_reason, message) = match failure {
+        StartFailure::ImagePull => (
+            "ImagePullBackOff",
+            "Back-off pulling image \"octopusdeploy/octopusdeploy:2024.1.20\"",
+        ),
+        StartFailure::ContainerConfig => {
+            ("CreateContainerConfigError", "secret \"octo-db\" not found")
+        }
+    };
+    ContainerWaiting {
+        kubelet_reason: kubelet_reason.into(),
+        message: Some(message.into()),
+        failure: Some(failure),
     }
 }
 

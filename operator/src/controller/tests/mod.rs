@@ -10,6 +10,8 @@
 //! - [`properties`]: properties over random observations and randomised walks.
 //! - [`drift`]: drift within a schema line is corrected once, then nothing is written.
 //! - [`resume`]: status written by an earlier operator (JSON fixtures) decodes and resumes.
+//! - [`replans`]: a patch roll whose node cannot start, and a new target mid-roll.
+//! - [`timers`]: every node's readiness timer runs from that node's own start.
 //! - [`way_back`]: after a failed migration: a backup per attempt, the acknowledged way
 //!   back, a template edited below the schema.
 
@@ -18,9 +20,11 @@ mod drift;
 pub(super) mod fixtures;
 mod predicates;
 mod properties;
+mod replans;
 mod restarts;
 mod resume;
 mod sim;
 mod stops;
+mod timers;
 mod walks;
 mod way_back;

@@ -49,6 +49,17 @@ pub enum Kill {
     BeforeRecord,
 }
 
+/// How the pods of a broken version fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Broken {
+    /// The container exits at start, again and again (CrashLoopBackOff).
+    Crash,
+    /// The container never runs (its image cannot be pulled, its config is wrong).
+    Start(StartFailure),
+    /// The container runs and never becomes ready.
+    Hang,
+}
+
 /// The upgrade a walk carries out, for the invariants.
 #[derive(Clone, Debug, Default)]
 pub struct Expect {
@@ -103,6 +114,10 @@ pub struct Sim {
     pub crash_on: Option<(u32, String)>,
     /// What that pod's container says when it exits (its termination message).
     pub crash_message: Option<String>,
+    /// Versions whose pods cannot start, on any ordinal, and how.
+    pub broken: BTreeMap<String, Broken>,
+    /// Ticks from a container's start until its pod is ready.
+    pub start_ticks: u32,
     pub now: Timestamp,
     pub ticks: u32,
     pub reconciles: u32,
@@ -150,6 +165,8 @@ impl Sim {
             master_key_copies: BTreeSet::new(),
             crash_on: None,
             crash_message: None,
+            broken: BTreeMap::new(),
+            start_ticks: 1,
             now: t0(),
             ticks: 0,
             reconciles: 0,
@@ -497,36 +514,57 @@ impl Sim {
             self.event(format!("pod-gone:{name}"));
         }
 
-        // Kubelet: started pods become ready (and register with Octopus), or crash.
+        // Kubelet: started pods become ready (and register with Octopus) once they have
+        // run `start_ticks`, or crash, or never start.
         let starting: Vec<u32> = self
             .pods
             .values()
             .filter(|p| !p.ready && !p.terminating)
             .map(|p| p.ordinal)
             .collect();
+        let start_time = SignedDuration::from_secs(10 * i64::from(self.start_ticks));
         for ordinal in starting {
+            let now = self.now;
             let Some(p) = self.pods.get_mut(&ordinal) else {
                 continue;
             };
             let version = p.version.clone().unwrap_or_default();
-            let crashes = self
-                .crash_on
-                .as_ref()
-                .is_some_and(|(o, v)| *o == ordinal && *v == version);
+            let broken = self.broken.get(&version).copied();
+            let crashes = broken == Some(Broken::Crash)
+                || self
+                    .crash_on
+                    .as_ref()
+                    .is_some_and(|(o, v)| *o == ordinal && *v == version);
             let name = p.name.clone();
+            if let Some(Broken::Start(failure)) = broken {
+                if p.waiting.is_none() {
+                    p.waiting = Some(waiting_on(failure));
+                    p.started_at = None;
+                    self.event(format!("pod-cannot-start:{name}@{version}"));
+                }
+                continue;
+            }
+            if p.waiting.take().is_some() {
+                // Fixed: the container starts now.
+                p.started_at = Some(now);
+            }
             if crashes {
                 p.crash_looping = true;
                 p.restarts += 1;
+                p.started_at = Some(now);
                 p.last_exit = Some(ContainerExit {
                     kubelet_reason: Some("Error".into()),
                     message: self.crash_message.clone(),
                     exit_code: 1,
-                    finished_at: Some(self.now),
+                    finished_at: Some(now),
                 });
                 self.event(format!("pod-crashed:{name}@{version}"));
-            } else {
+            } else if broken != Some(Broken::Hang)
+                && now.duration_since(p.start_clock(Timestamp::MIN)) >= start_time
+            {
                 p.crash_looping = false;
                 p.ready = true;
+                p.ready_since = Some(now);
                 let n = self
                     .nodes
                     .entry(name.clone())
@@ -562,6 +600,8 @@ impl Sim {
                             name: pod_name(missing),
                             ordinal: missing,
                             version: Some(version.clone()),
+                            created_at: Some(self.now),
+                            started_at: Some(self.now),
                             ..PodView::default()
                         },
                     );

@@ -392,20 +392,6 @@ fn a_stopped_upgrade_record_is_kept_while_paused() {
 }
 
 #[test]
-fn a_spec_version_change_during_an_upgrade_waits_for_it_to_finish() {
-    let mut sim = rolling_sim(V1, V1_PATCH, 3);
-    sim.run_until(100, |d| step_of(d).1 == Some("octo-1"));
-    sim.change_spec(|s| s.version = "2024.1.30".into());
-    let d = sim.step(Kill::Never);
-    let up = d.upgrade.as_ref().expect("recorded");
-    assert_eq!(up.to, V1_PATCH, "the running upgrade keeps its target");
-    assert!(cond(&d, PROGRESSING).message.contains("2024.1.30"));
-    sim.expect = Expect::new(Strategy::Rolling, V1, "2024.1.30", 3);
-    sim.run(400);
-    sim.assert_converged("2024.1.30");
-}
-
-#[test]
 fn scaling_up_during_a_rolling_upgrade_still_converges() {
     let mut sim = rolling_sim(V1, V1_PATCH, 3);
     sim.run_until(100, |d| {
