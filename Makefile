@@ -53,11 +53,12 @@ cluster-up:
 cluster-down:
 	$(CONTROLPLANE)/down.sh
 
-## node-test: the control plane with its real node, and the node's smoke scenario
+## node-test: the control plane with its real node, the node's smoke scenario, and
+## Octopus Server nodes as real pods (e2e/tests/real_nodes.rs)
 node-test: tools
 	$(CONTROLPLANE)/build.sh
 	OCTOPUS_OPERATOR_NODE=1 $(CONTROLPLANE)/up.sh
-	OCTOPUS_OPERATOR_NODE=1 $(CARGO) test -p octopus-e2e --test node
+	OCTOPUS_OPERATOR_NODE=1 $(CARGO) test -p octopus-e2e --test node --test real_nodes
 
 ## tools: a kubectl matching the control plane (the harness prefers it) and helm
 tools:

@@ -13,7 +13,8 @@
 # (198.18.N.1) instead of 127.0.0.1, so pods reach it through the `kubernetes` Service;
 # kube-scheduler, kubelet, containerd, kube-proxy and CoreDNS run, and the node is tainted
 # octopus-operator.dev/real-node=true:NoSchedule so that only pods tolerating it land
-# there (the twin keeps playing kubelet for the others).
+# there (the twin keeps playing kubelet for the others); a namespace opts its pods in
+# with the PodTolerationRestriction annotation scheduler.alpha.kubernetes.io/defaultTolerations.
 #
 # Idempotent: a healthy control plane in the run directory is reused; anything else there
 # (stale pids, half-started processes, old ports) is stopped and replaced by a fresh one
@@ -228,7 +229,7 @@ start kube-apiserver --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
   --bind-address="$APISERVER_HOST" --advertise-address="$APISERVER_HOST" --secure-port="$APISERVER_PORT" \
   --cert-dir="$run/apiserver" --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
   --client-ca-file="$pki/ca.crt" \
-  --enable-admission-plugins=ServiceAccount \
+  --enable-admission-plugins=ServiceAccount,PodTolerationRestriction \
   --service-account-issuer=https://kubernetes.default.svc.cluster.local \
   --service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key" \
   --service-cluster-ip-range="$service_cidr" --allow-privileged=true --profiling=false \

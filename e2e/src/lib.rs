@@ -6,6 +6,7 @@ pub mod helm;
 pub mod jobs;
 pub mod operator_process;
 pub mod process;
+pub mod real_node;
 pub mod scenario;
 pub mod storage;
 pub mod twin;

@@ -1,5 +1,7 @@
 //! `octopus-twin`: runs the Octopus Server twin as a process (for the demo and the
-//! operator's e2e runs). Prints its URL, serves until Ctrl-C.
+//! operator's e2e runs). Prints its URL, serves until Ctrl-C. Bound where pods reach it
+//! (the real node's 198.18.N.1) it is also the shared database of Octopus nodes running
+//! as real pods of the node image (`e2e/controlplane/octopus-images.sh`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -8,6 +8,9 @@
 //!   routed like a load balancer in front of the pods, plus `/_twin/...` admin routes;
 //! - [`kubelet`]: watches Pods and Services on a real API server and plays the kubelet
 //!   for Octopus pods (patches their status);
+//! - [`database`]: the same world as the shared database of Octopus Server nodes that run
+//!   as real pods (the node image, `e2e/twin-node`): they start, heartbeat, stop and hand
+//!   over their REST requests on `/_db/nodes/...`;
 //! - [`replay`]: reads the flight recorder ([`events`]) back: who served on which
 //!   version at every moment, tasks, drains, schema; what tests, benchmarks and the demo
 //!   assert and print.
@@ -18,6 +21,7 @@
 
 pub mod api;
 pub mod config;
+pub mod database;
 pub mod events;
 pub mod json;
 pub mod kubelet;
@@ -227,6 +231,17 @@ impl TwinHandle {
     /// Faults of the installation behind a Service (kept until its first pod appears).
     pub fn set_faults(&self, namespace: &str, service: &str, faults: Faults) {
         self.with_world(|w| w.set_faults(namespace, service, faults));
+    }
+
+    /// Faults of the installation in the database `connection_string` names (nodes in
+    /// real containers, see [`database`]).
+    pub fn set_database_faults(&self, connection_string: &str, faults: Faults) {
+        self.with_world(|w| w.set_database_faults(connection_string, faults));
+    }
+
+    /// Timing of the installation in the database `connection_string` names.
+    pub fn set_database_timing(&self, connection_string: &str, timing: Timing) {
+        self.with_world(|w| w.set_database_timing(connection_string, timing));
     }
 
     /// The registry lacks these image references from now on (and has every other): their

@@ -22,6 +22,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::twin::api::{self, ApiRequest};
 use crate::twin::config::{Faults, GeneratorConfig, Timing};
+use crate::twin::database;
 use crate::twin::events::{Event, EventKind};
 use crate::twin::model::{Resolution, Role, Secret, World};
 
@@ -37,7 +38,7 @@ pub fn lock(world: &SharedWorld) -> MutexGuard<'_, World> {
 
 /// Closes the connection a request came in on.
 #[derive(Clone)]
-struct DropConnection(Arc<Notify>);
+pub(super) struct DropConnection(Arc<Notify>);
 
 /// Serves until `shutdown` turns true.
 pub async fn serve(listener: TcpListener, world: SharedWorld, mut shutdown: watch::Receiver<bool>) {
@@ -99,11 +100,12 @@ fn router(world: SharedWorld) -> Router {
             "/_twin/installations/{ns}/{svc}/apikeys",
             post(admin_api_key),
         )
+        .merge(database::routes())
         .fallback(octopus)
         .with_state(world)
 }
 
-fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
+pub(super) fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
     (
         status,
@@ -113,7 +115,7 @@ fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
         .into_response()
 }
 
-fn text(status: StatusCode, message: String) -> Response {
+pub(super) fn text(status: StatusCode, message: String) -> Response {
     (status, message).into_response()
 }
 
@@ -151,7 +153,7 @@ impl Address {
 }
 
 /// What was decided when the request reached the load balancer.
-struct Arrival {
+pub(super) struct Arrival {
     installation: usize,
     installation_name: String,
     process: String,
@@ -201,22 +203,10 @@ async fn octopus(
             Resolution::Endpoint {
                 installation,
                 process,
-            } => {
-                let Some((inst, _)) = w.installation_mut(installation) else {
-                    return text(StatusCode::SERVICE_UNAVAILABLE, "no endpoints".into());
-                };
-                let faults = inst.faults.clone();
-                let drop = faults.drop_rate > 0.0 && inst.random_unit() < faults.drop_rate;
-                let fail = faults.error_rate > 0.0 && inst.random_unit() < faults.error_rate;
-                Arrival {
-                    installation,
-                    installation_name: inst.name.clone(),
-                    process,
-                    faults,
-                    drop,
-                    fail,
-                }
-            }
+            } => match arrive(&mut w, installation, process) {
+                Some(arrival) => arrival,
+                None => return text(StatusCode::SERVICE_UNAVAILABLE, "no endpoints".into()),
+            },
             resolution => {
                 let installation = w
                     .installation_for_service(namespace, service)
@@ -246,22 +236,59 @@ async fn octopus(
         }
     };
 
+    let request = Request {
+        method: &method,
+        uri: &uri,
+        headers: &headers,
+        body: &body,
+        rest,
+        prefix: &prefix,
+        service_label: &service_label,
+    };
+    deliver(&world, &arrival, &request, &drop_connection).await
+}
+
+/// A request on its way to a node process.
+pub(super) struct Request<'a> {
+    pub method: &'a Method,
+    pub uri: &'a Uri,
+    pub headers: &'a HeaderMap,
+    pub body: &'a Bytes,
+    /// The path below the virtual directory, starting with `/`.
+    pub rest: &'a str,
+    /// The virtual directory links are given under.
+    pub prefix: &'a str,
+    /// Where it was addressed, for the event log.
+    pub service_label: &'a str,
+}
+
+/// The request reached node process `process`: decides the injected faults it meets.
+pub(super) fn arrive(w: &mut World, installation: usize, process: String) -> Option<Arrival> {
+    let (inst, _) = w.installation_mut(installation)?;
+    let faults = inst.faults.clone();
+    let drop = faults.drop_rate > 0.0 && inst.random_unit() < faults.drop_rate;
+    let fail = faults.error_rate > 0.0 && inst.random_unit() < faults.error_rate;
+    Some(Arrival {
+        installation,
+        installation_name: inst.name.clone(),
+        process,
+        faults,
+        drop,
+        fail,
+    })
+}
+
+/// Answers after the injected latency, or drops the connection.
+pub(super) async fn deliver(
+    world: &SharedWorld,
+    arrival: &Arrival,
+    request: &Request<'_>,
+    drop_connection: &DropConnection,
+) -> Response {
     if !arrival.faults.latency.is_zero() {
         tokio::time::sleep(arrival.faults.latency).await;
     }
-
-    let outcome = answer(
-        &world,
-        &arrival,
-        &method,
-        &uri,
-        &headers,
-        &body,
-        rest,
-        &prefix,
-        &service_label,
-    );
-    match outcome {
+    match answer(world, arrival, request) {
         Some(response) => response,
         None => {
             drop_connection.0.notify_one();
@@ -272,18 +299,16 @@ async fn octopus(
 }
 
 /// Answers a request that reached a node; `None` means drop the connection.
-#[allow(clippy::too_many_arguments)]
-fn answer(
-    world: &SharedWorld,
-    arrival: &Arrival,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: &Bytes,
-    rest: &str,
-    prefix: &str,
-    service_label: &str,
-) -> Option<Response> {
+fn answer(world: &SharedWorld, arrival: &Arrival, request: &Request<'_>) -> Option<Response> {
+    let Request {
+        method,
+        uri,
+        headers,
+        body,
+        rest,
+        prefix,
+        service_label,
+    } = *request;
     let mut w = lock(world);
     let now = w.advance(Timestamp::now());
     let template = api::route_template(rest);

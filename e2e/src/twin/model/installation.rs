@@ -16,8 +16,13 @@ use crate::twin::config::{Faults, GeneratorConfig, Timing};
 use crate::twin::events::{EventKind, EventLog};
 use crate::twin::version::OctopusVersion;
 
-/// A node process is keyed by the uid of the pod it runs in.
+/// A node process is keyed by the uid of the pod it runs in (or, in a real container, by
+/// the key the database gave it when it connected).
 pub type ProcessKey = String;
+
+/// A node process in a real container not heard from for this long is gone (its
+/// heartbeat comes every [`octopus_twin_node::HEARTBEAT_INTERVAL`]).
+pub const HEARTBEAT_LEASE: Duration = Duration::from_secs(3);
 
 /// What an API key may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -100,6 +105,10 @@ pub struct Process {
     pub last_termination: Option<Termination>,
     /// Ran while a newer schema was applied under it.
     pub violating_schema: bool,
+    /// A node process in a real container (see [`super::remote`]): when it last reported
+    /// alive. The database knows such a process only through these heartbeats; `None` for
+    /// a process the twin plays itself.
+    pub heartbeat: Option<Timestamp>,
 }
 
 impl Process {
@@ -324,6 +333,7 @@ impl Installation {
             container_started_at: now,
             last_termination: None,
             violating_schema: false,
+            heartbeat: None,
         };
         self.record_starting(&process, now, log);
         self.processes.insert(key, process);
@@ -392,6 +402,59 @@ impl Installation {
             self.node_went_down(&process.node_name, now, clean, log);
         }
         self.schedule_tasks(now, log);
+    }
+
+    // ----- node processes in real containers --------------------------------------------
+
+    /// A node process in a real container starts (see [`super::remote`]): it starts as a
+    /// played one does (schema check after `start_delay`, migration, refusals), but lives
+    /// only as long as its heartbeats, and its kubelet, not the model, restarts it.
+    pub fn start_remote_process(
+        &mut self,
+        key: ProcessKey,
+        spec: ProcessSpec,
+        now: Timestamp,
+        log: &mut EventLog,
+    ) {
+        self.start_process(key.clone(), spec, now, log);
+        if let Some(p) = self.processes.get_mut(&key) {
+            p.heartbeat = Some(now);
+        }
+    }
+
+    /// A heartbeat of a node process in a real container; `None` when the database no
+    /// longer knows it.
+    pub fn remote_heartbeat(&mut self, key: &ProcessKey, now: Timestamp) -> Option<&Process> {
+        let p = self
+            .processes
+            .get_mut(key)
+            .filter(|p| p.heartbeat.is_some())?;
+        p.heartbeat = Some(now);
+        Some(p)
+    }
+
+    /// Processes in real containers silent for [`HEARTBEAT_LEASE`] are gone without a
+    /// clean shutdown (SIGKILL, OOM): stopped as killed, their node's LastSeen stays their
+    /// last heartbeat, so the node looks alive until that ages out (`offline_after`).
+    fn reap_silent_processes(&mut self, now: Timestamp, log: &mut EventLog) {
+        let silent: Vec<(ProcessKey, Timestamp)> = self
+            .processes
+            .iter()
+            .filter_map(|(key, p)| {
+                let last = p.heartbeat?;
+                (elapsed(last, now) > HEARTBEAT_LEASE).then(|| (key.clone(), last))
+            })
+            .collect();
+        for (key, last) in silent {
+            let node = self.processes.get(&key).map(|p| p.node_name.clone());
+            self.stop_process(&key, Shutdown::Killed, now, log);
+            let Some(node) = node.filter(|n| !self.node_is_running(n)) else {
+                continue;
+            };
+            if let Some(row) = self.nodes.get_mut(&node).filter(|r| !r.shut_down) {
+                row.last_seen = row.last_seen.min(last);
+            }
+        }
     }
 
     fn start_ready_at(&self, node: &str, now: Timestamp) -> Option<Timestamp> {
@@ -728,6 +791,12 @@ impl Installation {
         p.consecutive_failures = p.consecutive_failures.saturating_add(1);
         let doublings = p.consecutive_failures.saturating_sub(1).min(20);
         let backoff = base.saturating_mul(1u32 << doublings).min(max);
+        // A real container exits and its kubelet restarts it: the model never does.
+        let backoff = if p.heartbeat.is_some() {
+            Duration::MAX
+        } else {
+            backoff
+        };
         p.last_termination = Some(Termination {
             reason: "Error".into(),
             message: message.clone(),
@@ -1024,6 +1093,7 @@ impl Installation {
 
     /// Plays everything that happens up to `now`, in time order, each at its own time.
     pub fn advance(&mut self, now: Timestamp, log: &mut EventLog) {
+        self.reap_silent_processes(now, log);
         // Bounded so a modelling bug cannot hang the twin.
         for _ in 0..1_000_000 {
             match self.next_due() {

@@ -7,6 +7,7 @@
 
 pub mod installation;
 pub mod inventory;
+pub mod remote;
 pub mod snapshot;
 pub mod task;
 
@@ -156,6 +157,9 @@ pub struct World {
     seed: u64,
     round_robin: usize,
     clock: Timestamp,
+    /// Node processes in real containers: key -> installation ([`remote`]).
+    remote: HashMap<String, usize>,
+    remote_seq: u64,
     /// Image references the registry does not have: their pods never start a container.
     missing_images: BTreeSet<String>,
 }
@@ -174,6 +178,8 @@ impl World {
             seed,
             round_robin: 0,
             clock: now,
+            remote: HashMap::new(),
+            remote_seq: 0,
             missing_images: BTreeSet::new(),
         }
     }

@@ -690,6 +690,129 @@ fn the_same_database_with_another_password_is_the_same_installation() {
     assert_eq!(format!("{a:?}"), "Secret(***)");
 }
 
+// ----- node processes in real containers ------------------------------------------------
+
+fn remote_start(node: &str, tag: &str) -> octopus_twin_node::Start {
+    octopus_twin_node::Start {
+        pod: node.into(),
+        node_name: node.into(),
+        version: tag.into(),
+        connection_string: DB.into(),
+        admin_api_key: Some("API-ADMIN".into()),
+        task_cap: None,
+    }
+}
+
+fn remote_phase(w: &mut World, key: &str, at: i64) -> Option<octopus_twin_node::Phase> {
+    w.remote_heartbeat(key, t(at)).map(|h| h.phase)
+}
+
+#[test]
+fn a_remote_node_joins_the_database_its_connection_string_names_and_runs() {
+    let mut w = world();
+    cluster(&mut w, &["octo-0"], "2024.1.100");
+    let key = w.start_remote(remote_start("real-1", "2024.1.100"), t(20));
+    assert_eq!(
+        w.installations().len(),
+        1,
+        "same database, same installation"
+    );
+    assert_eq!(
+        remote_phase(&mut w, &key, 20),
+        Some(octopus_twin_node::Phase::Starting)
+    );
+    assert_eq!(
+        remote_phase(&mut w, &key, 22),
+        Some(octopus_twin_node::Phase::Running)
+    );
+    assert!(inst(&w).node_is_running("real-1"));
+}
+
+#[test]
+fn a_remote_node_stopped_cleanly_is_offline_at_once() {
+    let mut w = world();
+    let key = w.start_remote(remote_start("real-1", "2024.1.100"), t(0));
+    remote_phase(&mut w, &key, 3);
+    assert!(w.stop_remote(&key, t(4)));
+    let row = inst(&w).nodes.get("real-1").cloned().expect("row");
+    assert!(inst(&w).node_is_offline(&row, t(4)));
+    assert_eq!(remote_phase(&mut w, &key, 5), None, "forgotten");
+}
+
+#[test]
+fn a_silent_remote_node_is_reaped_as_killed_and_looks_alive_until_it_ages_out() {
+    let mut w = world();
+    let key = w.start_remote(remote_start("real-1", "2024.1.100"), t(0));
+    assert_eq!(
+        remote_phase(&mut w, &key, 3),
+        Some(octopus_twin_node::Phase::Running)
+    );
+    // SIGKILL at 3: no more heartbeats; gone once the lease passed.
+    w.advance(t(3 + 1));
+    assert!(inst(&w).node_is_running("real-1"), "within the lease");
+    w.advance(t(3 + 4));
+    assert_eq!(phase(&w, "real-1"), "gone");
+    assert_eq!(
+        count(&w, |k| matches!(
+            k,
+            EventKind::NodeStopped {
+                was_running: true,
+                ..
+            }
+        )),
+        1
+    );
+    let row = inst(&w).nodes.get("real-1").cloned().expect("row");
+    assert_eq!(row.last_seen, t(3), "LastSeen is the last heartbeat");
+    assert!(!inst(&w).node_is_offline(&row, t(60)));
+    assert!(inst(&w).node_is_offline(&row, t(64)));
+    assert_eq!(remote_phase(&mut w, &key, 8), None);
+}
+
+#[test]
+fn a_refused_remote_node_exits_and_the_model_does_not_restart_it() {
+    let mut w = world();
+    cluster(&mut w, &["octo-0"], "2024.1.100");
+    // A newer schema line beside a running node: refused (2024.2 refuses to migrate).
+    let key = w.start_remote(remote_start("real-1", "2024.2.50"), t(20));
+    let beat = w.remote_heartbeat(&key, t(22)).expect("known");
+    assert_eq!(beat.phase, octopus_twin_node::Phase::Exited);
+    assert!(
+        beat.message
+            .as_deref()
+            .is_some_and(|m| m.contains("octo-0")),
+        "{:?}",
+        beat.message
+    );
+    assert_eq!(
+        remote_phase(&mut w, &key, 23),
+        Some(octopus_twin_node::Phase::Exited),
+        "no back-off restart: its kubelet restarts the container"
+    );
+}
+
+#[test]
+fn faults_set_for_a_database_reach_the_remote_nodes_connecting_to_it() {
+    let mut w = world();
+    w.set_database_faults(
+        DB,
+        Faults {
+            fail_to_start: ["real-1".to_string()].into(),
+            ..Faults::default()
+        },
+    );
+    let key = w.start_remote(remote_start("real-1", "2024.1.100"), t(0));
+    let beat = w.remote_heartbeat(&key, t(2)).expect("known");
+    assert_eq!(beat.phase, octopus_twin_node::Phase::Exited);
+    assert!(
+        beat.message
+            .as_deref()
+            .is_some_and(|m| m.contains("injected")),
+        "{:?}",
+        beat.message
+    );
+}
+
 fn waiting_reason(w: &World, name: &str) -> Option<String> {
     match w.pod_status("ns", name)?.state {
         ContainerState::Waiting { reason, .. } => Some(reason),

@@ -1,0 +1,263 @@
+//! Octopus Server nodes as real pods on the control plane's real node
+//! (`e2e/controlplane/node.sh`): the twin split along Octopus's own seam. The test process
+//! runs the shared database (a [`Twin`] listening on the host's end of the node's veth,
+//! 198.18.N.1, where pods reach it); each Octopus pod runs the node image
+//! (`e2e/controlplane/octopus-images.sh`: the twin's node process, tagged as
+//! `octopusdeploy/octopusdeploy:<version>`), which connects to the database its connection
+//! string names. kubelet runs the probes, restarts and terminations.
+//!
+//! The operator runs as a host process inside the node's network namespace, with a
+//! resolv.conf naming CoreDNS bind-mounted in a private mount namespace (nothing on the
+//! host changes), so it reaches the nodes by the default in-cluster URL templates.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context as _, Result, bail};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, Pod};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+
+use crate::cluster::{TestCluster, TestNamespace};
+use crate::operator_process::operator_binary;
+use crate::process::Process;
+use crate::twin::{Twin, TwinConfig, TwinHandle};
+
+/// The taint keeping pods that do not ask for it off the real node.
+pub const TAINT: &str = "octopus-operator.dev/real-node";
+/// The shared volumes of an OctopusCluster (its `spec.storage` keys).
+const VOLUMES: [&str; 4] = ["repository", "artifacts", "taskLogs", "eventExports"];
+
+/// The real node of a control plane: its slot's addresses, namespace and containerd.
+pub struct RealNode {
+    run: PathBuf,
+    slot: u32,
+}
+
+impl RealNode {
+    /// The node of `cluster`'s control plane; fails when it has none.
+    pub fn of(cluster: &TestCluster) -> Result<Self> {
+        let run = cluster
+            .kubeconfig()
+            .parent()
+            .context("the kubeconfig has no directory")?
+            .to_path_buf();
+        let state = run.join("node/state.env");
+        let text = std::fs::read_to_string(&state).with_context(|| {
+            format!(
+                "{} is missing: this control plane has no real node \
+                 (run as root, or OCTOPUS_OPERATOR_NODE=1 e2e/controlplane/up.sh)",
+                state.display()
+            )
+        })?;
+        let slot = text
+            .lines()
+            .find_map(|l| l.strip_prefix("NODE_SLOT="))
+            .and_then(|s| s.trim().parse().ok())
+            .with_context(|| format!("no NODE_SLOT in {}", state.display()))?;
+        Ok(Self { run, slot })
+    }
+
+    /// The host's end of the node's veth: where pods reach host processes.
+    pub fn host_ip(&self) -> String {
+        format!("198.18.{}.1", self.slot)
+    }
+
+    /// CoreDNS, on the pods' gateway.
+    pub fn dns_ip(&self) -> String {
+        format!("198.18.{}.129", self.slot)
+    }
+
+    fn netns(&self) -> String {
+        format!("/run/netns/octopus-node{}", self.slot)
+    }
+
+    fn containerd_socket(&self) -> PathBuf {
+        self.run.join("node/containerd/containerd.sock")
+    }
+
+    /// Builds the Octopus node images when missing (cached) and imports every tag into
+    /// the node's containerd.
+    pub async fn import_octopus_images(&self) -> Result<()> {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("controlplane/octopus-images.sh");
+        let output = tokio::process::Command::new(&script)
+            .arg("--import")
+            .env("OCTOPUS_OPERATOR_RUN_DIR", &self.run)
+            .output()
+            .await
+            .with_context(|| format!("running {}", script.display()))?;
+        if !output.status.success() {
+            bail!(
+                "{} --import failed ({}): {}",
+                script.display(),
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(())
+    }
+
+    /// The shared database: a twin on the host's end of the veth (no kubelet role: the
+    /// node's kubelet runs the pods).
+    pub async fn start_database(&self, config: TwinConfig) -> Result<TwinHandle> {
+        let bind = format!("{}:0", self.host_ip()).parse()?;
+        Ok(Twin::start(TwinConfig {
+            bind,
+            kube: None,
+            ..config
+        })
+        .await?)
+    }
+
+    /// A SQL Server style connection string naming `database` on the twin's database
+    /// process (`Server=host,port`), what the node image connects to.
+    pub fn connection_string(&self, db: &TwinHandle, database: &str) -> String {
+        format!(
+            "Server={},{};Database={database};User Id=octopus;Password=e2e",
+            self.host_ip(),
+            db.addr().port()
+        )
+    }
+
+    /// Lets the pods of `ns` onto the tainted node: the namespace's default tolerations
+    /// (the API server's PodTolerationRestriction admission adds them to every pod).
+    pub async fn admit(&self, cluster: &TestCluster, ns: &TestNamespace) -> Result<()> {
+        let tolerations = json!([{"key": TAINT, "operator": "Exists", "effect": "NoSchedule"}]);
+        let namespaces: Api<Namespace> = Api::all(cluster.client());
+        namespaces
+            .patch(
+                ns.name(),
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": {
+                    "scheduler.alpha.kubernetes.io/defaultTolerations": tolerations.to_string()
+                }}})),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// One hostPath PersistentVolume per shared volume, of a storage class named after
+    /// the namespace, for the claims the operator creates (there is no provisioner);
+    /// returns the `spec.storage` that asks for them.
+    pub async fn shared_volumes(&self, cluster: &TestCluster, ns: &TestNamespace) -> Result<Value> {
+        let class = format!("{}-shared", ns.name());
+        let volumes: Api<PersistentVolume> = Api::all(cluster.client());
+        let mut storage = serde_json::Map::new();
+        for volume in VOLUMES {
+            let name = format!("{}-{}", ns.name(), volume.to_ascii_lowercase());
+            let path = self.volume_dir(ns).join(volume);
+            let pv: PersistentVolume = serde_json::from_value(json!({
+                "apiVersion": "v1", "kind": "PersistentVolume",
+                "metadata": {"name": name, "labels": {"octopusoperator.dev/e2e": "true"}},
+                "spec": {
+                    "capacity": {"storage": "1Gi"},
+                    "accessModes": ["ReadWriteMany"],
+                    "storageClassName": class,
+                    "persistentVolumeReclaimPolicy": "Retain",
+                    "hostPath": {"path": path, "type": "DirectoryOrCreate"},
+                },
+            }))?;
+            volumes.create(&PostParams::default(), &pv).await?;
+            storage.insert(
+                volume.to_string(),
+                json!({"storageClassName": class, "size": "1Gi"}),
+            );
+        }
+        Ok(Value::Object(storage))
+    }
+
+    fn volume_dir(&self, ns: &TestNamespace) -> PathBuf {
+        self.run.join("node/volumes").join(ns.name())
+    }
+
+    /// Deletes what [`RealNode::shared_volumes`] made.
+    pub async fn delete_shared_volumes(&self, cluster: &TestCluster, ns: &TestNamespace) {
+        let volumes: Api<PersistentVolume> = Api::all(cluster.client());
+        for volume in VOLUMES {
+            let name = format!("{}-{}", ns.name(), volume.to_ascii_lowercase());
+            let _ = volumes.delete(&name, &DeleteParams::default()).await;
+        }
+        let _ = std::fs::remove_dir_all(self.volume_dir(ns));
+    }
+
+    /// `octopus-operator run` for `ns` inside the node's network namespace, resolving
+    /// through CoreDNS, with the default URL templates (client Service, and each node by
+    /// its pod DNS name through the headless Service). Killed when dropped.
+    pub async fn start_operator(
+        &self,
+        cluster: &TestCluster,
+        ns: &TestNamespace,
+    ) -> Result<OperatorInNode> {
+        let binary = operator_binary().await?;
+        let dir = std::env::temp_dir().join(format!("octopus-e2e-{}", ns.name()));
+        std::fs::create_dir_all(&dir)?;
+        let resolv = dir.join("resolv.conf");
+        std::fs::write(
+            &resolv,
+            format!(
+                "nameserver {}\nsearch {}.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n",
+                self.dns_ip(),
+                ns.name()
+            ),
+        )?;
+        let log = dir.join("operator.log");
+        let out = std::fs::File::create(&log)?;
+        let err = out.try_clone()?;
+        let mut command = Command::new("unshare");
+        command
+            .args(["--mount", "--propagation", "private", "/bin/sh", "-ec"])
+            .arg(r#"mount --bind "$0" /etc/resolv.conf; exec nsenter --net="$1" -- "$2" run --namespace "$3" --poll-interval 300ms --leader-elect=false --metrics-addr 127.0.0.1:19090"#)
+            .arg(&resolv)
+            .arg(self.netns())
+            .arg(&binary)
+            .arg(ns.name())
+            .env("KUBECONFIG", cluster.kubeconfig())
+            .env("RUST_LOG", "info")
+            .env_remove("POD_NAME")
+            .env_remove("POD_NAMESPACE")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        let process = Process::spawn(command).context("starting the operator in the node")?;
+        Ok(OperatorInNode {
+            _process: process,
+            log,
+        })
+    }
+
+    /// SIGKILLs a pod's (first) container through containerd, as the OOM killer would:
+    /// no SIGTERM, no grace.
+    pub async fn kill_container(&self, pod: &Pod) -> Result<()> {
+        let id = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|c| c.first())
+            .and_then(|c| c.container_id.as_deref())
+            .and_then(|id| id.strip_prefix("containerd://"))
+            .context("the pod has no running container")?;
+        let status = tokio::process::Command::new("ctr")
+            .arg("--address")
+            .arg(self.containerd_socket())
+            .args(["-n", "k8s.io", "task", "kill", "--signal", "SIGKILL", id])
+            .status()
+            .await?;
+        if !status.success() {
+            bail!("ctr task kill {id}: {status}");
+        }
+        Ok(())
+    }
+}
+
+/// The operator process in the node's network namespace.
+pub struct OperatorInNode {
+    _process: Process,
+    pub log: PathBuf,
+}
+
+impl OperatorInNode {
+    /// Its log so far (for failure messages).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
