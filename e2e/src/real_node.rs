@@ -6,27 +6,73 @@
 //! `octopusdeploy/octopusdeploy:<version>`), which connects to the database its connection
 //! string names. kubelet runs the probes, restarts and terminations.
 //!
-//! The operator runs as a host process inside the node's network namespace, with a
-//! resolv.conf naming CoreDNS bind-mounted in a private mount namespace (nothing on the
-//! host changes), so it reaches the nodes by the default in-cluster URL templates.
+//! The operator runs either as the chart's Deployment from its own image
+//! ([`RealNode::import_operator_image`], `e2e/tests/operator_pod.rs`) or as a host process
+//! inside the node's network namespace ([`RealNode::start_operator`]), with a resolv.conf
+//! naming CoreDNS bind-mounted in a private mount namespace (nothing on the host
+//! changes); either way it reaches the nodes by the default in-cluster URL templates. The
+//! shared volumes are [`crate::storage`]'s hostPath volumes.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
-use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, Pod};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
 use crate::cluster::{TestCluster, TestNamespace};
 use crate::operator_process::operator_binary;
 use crate::process::Process;
-use crate::twin::{Twin, TwinConfig, TwinHandle};
+use crate::scenario::API_KEY;
+use crate::twin::{GeneratorConfig, Timing, Twin, TwinConfig, TwinHandle};
 
 /// The taint keeping pods that do not ask for it off the real node.
 pub const TAINT: &str = "octopus-operator.dev/real-node";
-/// The shared volumes of an OctopusCluster (its `spec.storage` keys).
-const VOLUMES: [&str; 4] = ["repository", "artifacts", "taskLogs", "eventExports"];
+
+/// The database of the real-node tests: nodes start in a second, deployments keep
+/// arriving; a node whose heartbeats stop is offline after `offline_after`.
+pub fn database_config(offline_after: Duration) -> TwinConfig {
+    TwinConfig {
+        timing: Timing {
+            start_delay: Duration::from_secs(1),
+            migration_time: Duration::from_secs(1),
+            offline_after,
+            ..Timing::default()
+        },
+        generator: GeneratorConfig {
+            deployments_per_minute: 30.0,
+            deployment_duration_min: Duration::from_millis(500),
+            deployment_duration_max: Duration::from_millis(2500),
+            ..GeneratorConfig::default()
+        },
+        ..TwinConfig::default()
+    }
+}
+
+/// The spec of an OctopusCluster of `replicas` real Octopus pods on `version`, with the
+/// Secrets [`RealNode::octopus_secrets`] creates and the default shared volumes (which
+/// [`crate::storage::provide`] backs with hostPath volumes).
+pub fn cluster_spec(version: &str, replicas: i32) -> Value {
+    json!({
+        "version": version,
+        "replicas": replicas,
+        "image": {"pullPolicy": "IfNotPresent"},
+        "database": {"connectionStringSecretRef": {"name": "octopus-db", "key": "connectionString"}},
+        "masterKeySecretRef": {"name": "octopus", "key": "masterKey"},
+        "apiKeySecretRef": {"name": "octopus", "key": "apiKey"},
+        "upgrade": {"drainTimeout": "2m", "nodeReadyTimeout": "3m"},
+    })
+}
+
+/// The operator image imported into the node: its reference, archive size, import time.
+#[derive(Debug)]
+pub struct OperatorImage {
+    pub image: String,
+    pub bytes: u64,
+    pub import: Duration,
+}
 
 /// The real node of a control plane: its slot's addresses, namespace and containerd.
 pub struct RealNode {
@@ -79,22 +125,48 @@ impl RealNode {
     /// Builds the Octopus node images when missing (cached) and imports every tag into
     /// the node's containerd.
     pub async fn import_octopus_images(&self) -> Result<()> {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("controlplane/octopus-images.sh");
+        self.script("controlplane/octopus-images.sh", &["--import"])
+            .await
+            .map(drop)
+    }
+
+    /// `make image` of this checkout (a no-op build when nothing changed) imported into
+    /// the node's containerd (`e2e/controlplane/node-import.sh`): what the chart's
+    /// Deployment runs.
+    pub async fn import_operator_image(&self) -> Result<OperatorImage> {
+        let built = self.script("../operator/image/build.sh", &[]).await?;
+        let summary: Value = serde_json::from_str(built.lines().last().unwrap_or_default())
+            .with_context(|| format!("build.sh printed {built:?}"))?;
+        let archive = summary["archive"].as_str().context("no archive")?;
+        let image = summary["image"].as_str().context("no image")?;
+        let started = Instant::now();
+        self.script("controlplane/node-import.sh", &[archive])
+            .await?;
+        Ok(OperatorImage {
+            image: image.to_owned(),
+            bytes: std::fs::metadata(archive)?.len(),
+            import: started.elapsed(),
+        })
+    }
+
+    /// Runs `script` (relative to the e2e crate) for this node's control plane; its stdout.
+    async fn script(&self, script: &str, args: &[&str]) -> Result<String> {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(script);
         let output = tokio::process::Command::new(&script)
-            .arg("--import")
+            .args(args)
             .env("OCTOPUS_OPERATOR_RUN_DIR", &self.run)
             .output()
             .await
             .with_context(|| format!("running {}", script.display()))?;
         if !output.status.success() {
             bail!(
-                "{} --import failed ({}): {}",
+                "{} {args:?} failed ({}): {}",
                 script.display(),
                 output.status,
                 String::from_utf8_lossy(&output.stderr)
             );
         }
-        Ok(())
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
     /// The shared database: a twin on the host's end of the veth (no kubelet role: the
@@ -119,6 +191,26 @@ impl RealNode {
         )
     }
 
+    /// The Secrets [`cluster_spec`] names in `ns`: the connection string of `db`, the
+    /// master key and the API key.
+    pub async fn octopus_secrets(&self, ns: &TestNamespace, db: &TwinHandle) -> Result<()> {
+        let secrets: Api<Secret> = ns.api();
+        let connection_string = self.connection_string(db, ns.name());
+        for (name, data) in [
+            ("octopus-db", json!({"connectionString": connection_string})),
+            (
+                "octopus",
+                json!({"masterKey": "6EdU6IWsCtMEwk0kPKflQQ==", "apiKey": API_KEY}),
+            ),
+        ] {
+            let secret: Secret = serde_json::from_value(json!({
+                "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": data,
+            }))?;
+            secrets.create(&PostParams::default(), &secret).await?;
+        }
+        Ok(())
+    }
+
     /// Lets the pods of `ns` onto the tainted node: the namespace's default tolerations
     /// (the API server's PodTolerationRestriction admission adds them to every pod).
     pub async fn admit(&self, cluster: &TestCluster, ns: &TestNamespace) -> Result<()> {
@@ -134,50 +226,6 @@ impl RealNode {
             )
             .await?;
         Ok(())
-    }
-
-    /// One hostPath PersistentVolume per shared volume, of a storage class named after
-    /// the namespace, for the claims the operator creates (there is no provisioner);
-    /// returns the `spec.storage` that asks for them.
-    pub async fn shared_volumes(&self, cluster: &TestCluster, ns: &TestNamespace) -> Result<Value> {
-        let class = format!("{}-shared", ns.name());
-        let volumes: Api<PersistentVolume> = Api::all(cluster.client());
-        let mut storage = serde_json::Map::new();
-        for volume in VOLUMES {
-            let name = format!("{}-{}", ns.name(), volume.to_ascii_lowercase());
-            let path = self.volume_dir(ns).join(volume);
-            let pv: PersistentVolume = serde_json::from_value(json!({
-                "apiVersion": "v1", "kind": "PersistentVolume",
-                "metadata": {"name": name, "labels": {"octopusoperator.dev/e2e": "true"}},
-                "spec": {
-                    "capacity": {"storage": "1Gi"},
-                    "accessModes": ["ReadWriteMany"],
-                    "storageClassName": class,
-                    "persistentVolumeReclaimPolicy": "Retain",
-                    "hostPath": {"path": path, "type": "DirectoryOrCreate"},
-                },
-            }))?;
-            volumes.create(&PostParams::default(), &pv).await?;
-            storage.insert(
-                volume.to_string(),
-                json!({"storageClassName": class, "size": "1Gi"}),
-            );
-        }
-        Ok(Value::Object(storage))
-    }
-
-    fn volume_dir(&self, ns: &TestNamespace) -> PathBuf {
-        self.run.join("node/volumes").join(ns.name())
-    }
-
-    /// Deletes what [`RealNode::shared_volumes`] made.
-    pub async fn delete_shared_volumes(&self, cluster: &TestCluster, ns: &TestNamespace) {
-        let volumes: Api<PersistentVolume> = Api::all(cluster.client());
-        for volume in VOLUMES {
-            let name = format!("{}-{}", ns.name(), volume.to_ascii_lowercase());
-            let _ = volumes.delete(&name, &DeleteParams::default()).await;
-        }
-        let _ = std::fs::remove_dir_all(self.volume_dir(ns));
     }
 
     /// `octopus-operator run` for `ns` inside the node's network namespace, resolving

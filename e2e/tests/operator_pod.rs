@@ -1,26 +1,24 @@
-//! The operator as it runs in production, on the real node: its image (`make image`)
-//! imported into the node's containerd, installed by `helm install` of the chart, two
-//! replicas of the Deployment under the chart's ServiceAccount with RBAC on, reaching the
-//! API server through the `kubernetes` Service; kubelet runs their probes, one replica
-//! leads through the Lease, `/metrics` says which. From that pod the operator creates an
-//! Octopus cluster and rolls it through a patch upgrade; `helm test` passes, and fails once
-//! the operator is down.
-//!
-//! Until the Octopus nodes run as pods themselves, they are the twin's played pods (they
-//! do not tolerate the node's taint, so the twin's kubelet plays them): the twin listens on
-//! the host's end of the node's veth (198.18.N.1, the one address pods may reach off the
-//! node) and the cluster's `spec.api` points the operator at its per-pod routes
-//! ([`octopus_api`]). The claims of the cluster's StatefulSet get hostPath volumes
-//! ([`octopus_e2e::storage`]): the node has no provisioner.
+//! The operator as it runs in production, on the real node, rolling Octopus Server nodes
+//! that are real pods: its image (`make image`) imported into the node's containerd,
+//! installed by `helm install` of the chart, two replicas of the Deployment under the
+//! chart's ServiceAccount with RBAC on, reaching the API server through the `kubernetes`
+//! Service; kubelet runs their probes, one replica leads through the Lease, `/metrics`
+//! says which. The Octopus nodes run the node image (`e2e/src/real_node.rs`: the twin's
+//! node process tagged `octopusdeploy/octopusdeploy:<version>`), their shared database is
+//! a process of this test on 198.18.N.1, and the operator pod reaches them by the chart's
+//! default in-cluster URL templates (no `spec.api`), through CoreDNS and kube-proxy. From
+//! that pod the operator creates a 3-node cluster and rolls it through a patch upgrade;
+//! the replay of the database's log shows never two nodes out and each node replaced once.
+//! `helm test` passes, and fails once the operator is down. The claims of the cluster's
+//! StatefulSet get hostPath volumes ([`octopus_e2e::storage`]): the node has no provisioner.
 //!
 //! Needs the real node (root; `make cluster-up` starts it) and ctr (containerd): without
 //! them the test fails, never skips. Prints the image import time, the time until the
-//! operator pods are ready, the upgrade's duration, `kubectl get pods -A -o wide` and the
-//! `helm test` output; it asserts none of the times.
+//! operator and the Octopus pods are ready, the upgrade's duration,
+//! `kubectl get pods -A -o wide` mid-roll and the `helm test` output; it asserts none of
+//! the times.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
-use std::process::Command;
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -29,33 +27,24 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::events::v1::Event;
 use kube::Api;
-use kube::api::ListParams;
-use octopus_e2e::cluster::{TestCluster, wait_until};
-use octopus_e2e::helm::{chart_dir, helm_output, repo_root};
-use octopus_e2e::scenario::{Scenario, spec, twin_config};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use octopus_e2e::cluster::{TestCluster, TestNamespace, wait_until};
+use octopus_e2e::helm::{chart_dir, helm_output};
+use octopus_e2e::real_node::{RealNode, TAINT, cluster_spec, database_config};
+use octopus_e2e::scenario::install_crd;
 use octopus_e2e::twin::replay::{Mark, Replay};
-use octopus_e2e::twin::{TwinConfig, TwinHandle};
+use octopus_e2e::twin::{EventKind, TwinHandle};
 use octopus_e2e::{operator_process, storage};
-use serde_json::{Value, json};
+use octopus_operator::api::OctopusCluster;
+use serde_json::json;
 
-const WAIT: Duration = Duration::from_secs(180);
-/// The real node's taint; the test tolerates it through the chart's `tolerations` value.
-const TAINT: &str = "octopus-operator.dev/real-node";
+const WAIT: Duration = Duration::from_secs(240);
 const CLUSTER: &str = "octo";
+const FROM: &str = "2024.1.100";
+const TO: &str = "2024.1.200";
 
-/// Where the operator pod finds Octopus for the cluster `name` in `namespace`. The twin
-/// plays the Octopus nodes, on the host's end of the node's veth, per pod at
-/// `/{namespace}/{service}/{pod}`. Once the nodes run as pods, this returns `None`: the
-/// chart's default in-cluster templates (`http://{pod}.{service}.{namespace}.svc:8080`).
-fn octopus_api(twin: &TwinHandle, namespace: &str, name: &str) -> Option<Value> {
-    Some(json!({
-        "url": format!("{}/{namespace}/{name}", twin.base_url()),
-        "nodeUrlTemplate": format!("{}/{{namespace}}/{{service}}/{{pod}}", twin.base_url()),
-    }))
-}
-
-/// The one Ready node, and the host's end of its veth (198.18.N.1 for node 198.18.N.2).
-async fn node_and_host_address(cluster: &TestCluster) -> Result<(String, Ipv4Addr)> {
+/// The name of the one node, which must be Ready.
+async fn the_node(cluster: &TestCluster) -> Result<String> {
     let nodes = Api::<Node>::all(cluster.client())
         .list(&ListParams::default())
         .await?
@@ -67,70 +56,13 @@ async fn node_and_host_address(cluster: &TestCluster) -> Result<(String, Ipv4Add
         nodes.len()
     );
     let node = &nodes[0];
-    let status = node.status.clone().unwrap_or_default();
-    let ready = status
-        .conditions
-        .unwrap_or_default()
-        .iter()
-        .any(|c| c.type_ == "Ready" && c.status == "True");
+    let ready = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
     ensure!(ready, "the node is not Ready");
-    let ip: Ipv4Addr = status
-        .addresses
-        .unwrap_or_default()
-        .into_iter()
-        .find(|a| a.type_ == "InternalIP")
-        .context("the node has no InternalIP")?
-        .address
-        .parse()?;
-    let [a, b, c, _] = ip.octets();
-    ensure!(
-        a == 198 && b == 18,
-        "node address {ip} outside 198.18.0.0/16"
-    );
-    Ok((
-        node.metadata.name.clone().unwrap_or_default(),
-        Ipv4Addr::new(a, b, c, 1),
-    ))
-}
-
-fn run_checked(command: &mut Command) -> Result<String> {
-    let shown = format!("{command:?}");
-    let out = command
-        .output()
-        .with_context(|| format!("cannot run {shown}"))?;
-    ensure!(
-        out.status.success(),
-        "{shown}: {}\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// `make image` of this checkout (a no-op build when nothing changed): the archive and
-/// the image reference.
-fn operator_image() -> Result<(PathBuf, String)> {
-    let out = run_checked(&mut Command::new(
-        repo_root().join("operator/image/build.sh"),
-    ))?;
-    let summary: Value = serde_json::from_str(out.lines().last().unwrap_or_default())
-        .with_context(|| format!("build.sh printed {out:?}"))?;
-    let archive = summary["archive"].as_str().context("no archive")?;
-    let image = summary["image"].as_str().context("no image")?;
-    Ok((archive.into(), image.to_owned()))
-}
-
-/// Imports the archive into the node's containerd (e2e/controlplane/node-import.sh).
-fn import(cluster: &TestCluster, archive: &PathBuf) -> Result<Duration> {
-    let run_dir = cluster.kubeconfig().parent().context("kubeconfig dir")?;
-    let started = Instant::now();
-    run_checked(
-        Command::new(repo_root().join("e2e/controlplane/node-import.sh"))
-            .arg(archive)
-            .env("OCTOPUS_OPERATOR_RUN_DIR", run_dir),
-    )?;
-    Ok(started.elapsed())
+    Ok(node.metadata.name.clone().unwrap_or_default())
 }
 
 /// helm with the control plane's kubeconfig, in `namespace`, off the async runtime.
@@ -191,49 +123,86 @@ async fn kubectl_print(cluster: &TestCluster, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn chart_deployment_runs_the_operator_on_the_node_through_a_patch_upgrade() -> Result<()> {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chart_deployment_rolls_real_octopus_pods_through_a_patch_upgrade() -> Result<()> {
     let cluster = TestCluster::shared().await?;
-    let (node, host) = node_and_host_address(&cluster).await?;
+    let node = the_node(&cluster).await?;
+    let real = RealNode::of(&cluster)?;
 
-    let (archive, image) = tokio::task::spawn_blocking(operator_image).await??;
-    let imported = import(&cluster, &archive)?;
+    let image = real.import_operator_image().await?;
     println!(
-        "operator image {image} ({} bytes) imported into the node's containerd in {imported:.2?}",
-        std::fs::metadata(&archive)?.len()
+        "operator image {} ({} bytes) imported into the node's containerd in {:.2?}",
+        image.image, image.bytes, image.import
     );
+    real.import_octopus_images().await?;
+    install_crd(&cluster).await?;
 
-    // The world of a scenario without the in-process operator, its twin on 198.18.N.1.
-    let s = Scenario::start_without_operator(
-        "oppod",
-        TwinConfig {
-            bind: SocketAddr::new(IpAddr::V4(host), 0),
-            ..twin_config(true)
-        },
-    )
-    .await?;
+    // The Octopus pods' namespace (let onto the node), their database and Secrets.
+    let ns = cluster.namespace("oppod").await?;
+    real.admit(&cluster, &ns).await?;
+    let db = real
+        .start_database(database_config(Duration::from_secs(60)))
+        .await?;
+    real.octopus_secrets(&ns, &db).await?;
     let operator_ns = cluster.namespace("oppod-operator").await?;
     let release = operator_ns.name().to_owned();
-    let volumes = storage::provide(&cluster, s.ns.name(), CLUSTER).await?;
+    let volumes = storage::provide(&cluster, ns.name(), CLUSTER).await?;
 
-    let result = run(&cluster, &s, &node, &release, &image).await;
+    let result = run(&cluster, &ns, &db, &node, &release, &image.image).await;
 
-    // Whatever happened: the release (its cluster-scoped roles), the volumes, the world.
+    // Whatever happened: the release (its cluster-scoped roles), the volumes, the namespaces.
     let uninstall = helm_in(&cluster, &release, &["uninstall", &release, "--wait"]).await;
-    storage::release(&cluster, s.ns.name()).await?;
-    let finished = s.finish().await;
+    storage::release(&cluster, ns.name()).await?;
+    ns.cleanup().await?;
     operator_ns.cleanup().await?;
     result?;
     let uninstall = uninstall?;
     ensure!(uninstall.success, "helm uninstall: {}", uninstall.stderr);
-    finished?;
     println!("volumes used and released: {volumes:?}");
     Ok(())
 }
 
+/// Waits until the cluster satisfies `check`; the error carries its status.
+async fn wait_cluster(
+    clusters: &Api<OctopusCluster>,
+    what: &str,
+    check: impl Fn(&OctopusCluster) -> bool,
+) -> Result<OctopusCluster> {
+    let last = std::sync::Mutex::new(None);
+    let found = wait_until(what, WAIT, || async {
+        let c = clusters.get(CLUSTER).await?;
+        if check(&c) {
+            return Ok(Some(c));
+        }
+        *last.lock().unwrap_or_else(|e| e.into_inner()) = c.status;
+        Ok(None)
+    })
+    .await;
+    found.with_context(|| {
+        let status = last.lock().map(|s| s.clone()).unwrap_or_default();
+        format!(
+            "status: {}",
+            serde_json::to_string_pretty(&status).unwrap_or_default()
+        )
+    })
+}
+
+/// Ready on `version`, with no upgrade under way.
+fn ready_on(c: &OctopusCluster, version: &str) -> bool {
+    c.status.as_ref().is_some_and(|st| {
+        st.current_version.as_deref() == Some(version)
+            && st
+                .conditions
+                .iter()
+                .any(|k| k.type_ == "Ready" && k.status == "True" && k.reason == "Ready")
+            && st.upgrade.as_ref().is_none_or(|u| u.finished_at.is_some())
+    })
+}
+
 async fn run(
     cluster: &TestCluster,
-    s: &Scenario,
+    ns: &TestNamespace,
+    db: &TwinHandle,
     node: &str,
     release: &str,
     image: &str,
@@ -250,9 +219,9 @@ async fn run(
             &chart_dir().display().to_string(),
             "--set",
             &format!("image.repository={repository},image.tag={tag}"),
-            // Only the scenario's namespace: other tests' operators own the rest.
+            // Only the test's namespace: other tests' operators own the rest.
             "--set",
-            &format!("watchNamespace={}", s.ns.name()),
+            &format!("watchNamespace={}", ns.name()),
             "--set",
             "pollInterval=1s",
             "--set-json",
@@ -261,7 +230,6 @@ async fn run(
     )
     .await?;
     ensure!(install.success, "helm install: {}", install.stderr);
-
     let fullname = format!("{release}-octopus-operator");
     let deployments: Api<Deployment> = Api::namespaced(cluster.client(), release);
     wait_until("2 operator replicas ready", WAIT, || async {
@@ -313,15 +281,42 @@ async fn run(
         );
     }
 
-    // From that pod: a 3-node cluster, then a patch upgrade rolled node by node.
-    let mut cluster_spec = spec("2024.1.100", 3);
-    if let Some(api) = octopus_api(&s.twin, s.ns.name(), CLUSTER) {
-        cluster_spec["api"] = api;
+    // From that pod: 3 real Octopus pods, then a patch upgrade rolled node by node. No
+    // `spec.api`: the operator's default in-cluster URL templates.
+    let clusters: Api<OctopusCluster> = ns.api();
+    let obj: OctopusCluster = serde_json::from_value(json!({
+        "apiVersion": "octopusoperator.dev/v1alpha1", "kind": "OctopusCluster",
+        "metadata": {"name": CLUSTER}, "spec": cluster_spec(FROM, 3),
+    }))?;
+    let created = Instant::now();
+    clusters.create(&PostParams::default(), &obj).await?;
+    wait_cluster(&clusters, "3 real Octopus pods Ready on 2024.1.100", |c| {
+        ready_on(c, FROM)
+    })
+    .await?;
+    println!(
+        "3 Octopus pods ready {:.2?} after the OctopusCluster was created",
+        created.elapsed()
+    );
+    let pods: Api<Pod> = ns.api();
+    for n in 0..3 {
+        let pod = pods.get(&format!("{CLUSTER}-{n}")).await?;
+        let spec = pod.spec.clone().unwrap_or_default();
+        ensure!(
+            spec.node_name.as_deref() == Some(node),
+            "octo-{n} not on the node"
+        );
+        let image = pod
+            .status
+            .and_then(|s| s.container_statuses)
+            .and_then(|c| c.into_iter().next())
+            .map(|c| c.image);
+        ensure!(
+            image.as_deref() == Some("docker.io/octopusdeploy/octopusdeploy:2024.1.100"),
+            "octo-{n} runs {image:?}"
+        );
     }
-    s.create_cluster(CLUSTER, cluster_spec).await?;
-    s.wait_condition(CLUSTER, "Ready", true, Some("Ready"), WAIT)
-        .await?;
-    let claims = Api::<PersistentVolumeClaim>::namespaced(cluster.client(), s.ns.name())
+    let claims = Api::<PersistentVolumeClaim>::namespaced(cluster.client(), ns.name())
         .list(&ListParams::default())
         .await?
         .items;
@@ -329,54 +324,68 @@ async fn run(
         .iter()
         .filter(|c| c.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound"))
         .count();
-    println!(
-        "{bound} of {} claims Bound to hostPath volumes",
-        claims.len()
-    );
-
-    let since = jiff::Timestamp::now();
-    let rolled = Instant::now();
-    s.patch_spec(CLUSTER, json!({"version": "2024.1.200"}))
-        .await?;
-    let done = s
-        .wait_for(CLUSTER, "the patch upgrade to finish", WAIT, |c| {
-            c.status.as_ref().is_some_and(|st| {
-                st.current_version.as_deref() == Some("2024.1.200")
-                    && st.upgrade.as_ref().is_some_and(|u| u.finished_at.is_some())
-            })
-        })
-        .await?;
-    println!(
-        "patch upgrade 2024.1.100 -> 2024.1.200 of 3 nodes by the operator pod: {:.2?}",
-        rolled.elapsed()
-    );
-    let nodes = done.status.map(|s| s.nodes).unwrap_or_default();
-    ensure!(
-        nodes.len() == 3
-            && nodes
-                .iter()
-                .all(|n| n.version.as_deref() == Some("2024.1.200")),
-        "nodes after the upgrade: {nodes:?}"
-    );
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let min_serving = Replay::new(&s.twin.events())
-        .since(Mark::At(since))
-        .min_serving();
-    ensure!(
-        min_serving >= 2,
-        "only {min_serving} node(s) served at some moment"
-    );
     ensure!(
         bound == claims.len() && bound == 4,
         "claims not all Bound: {bound} of {}",
         claims.len()
     );
+
+    let mark = db.events().last().map_or(0, |e| e.seq);
+    let rolled = Instant::now();
+    clusters
+        .patch(
+            CLUSTER,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"version": TO}})),
+        )
+        .await?;
+    // Once a node has been replaced, what the node runs (for the record).
+    wait_until("a node replaced", WAIT, || async {
+        let replaced = Replay::new(&db.events())
+            .since(Mark::Seq(mark))
+            .stopped_on(FROM)
+            .len();
+        Ok((replaced > 0).then_some(()))
+    })
+    .await?;
+    kubectl_print(cluster, &["get", "pods", "-A", "-o", "wide"]).await?;
+    wait_cluster(&clusters, "the roll to 2024.1.200", |c| ready_on(c, TO)).await?;
+    println!(
+        "patch upgrade 2024.1.100 -> 2024.1.200 of 3 real Octopus pods by the operator pod: {:.2?}",
+        rolled.elapsed()
+    );
+
+    // Tasks running when a node was replaced are given time to finish.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let events = db.events();
+    let replay = Replay::new(&events).since(Mark::Seq(mark));
+    let min_serving = replay.min_serving();
+    ensure!(
+        min_serving >= 2,
+        "only {min_serving} node(s) served at some moment"
+    );
+    let replaced = replay.stopped_on(FROM);
+    ensure!(
+        replaced.len() == 3,
+        "every node replaced once: {replaced:?}"
+    );
+    let end = replay.nodes_at_end();
+    ensure!(end.serving_on(TO) == 3, "{end:?}");
+    ensure!(replay.schema().violations == 0, "schema rules broken");
+    // The operator pod asked each node itself at its own pod DNS name.
+    for n in 0..3 {
+        let host = format!("{CLUSTER}-{n}.{CLUSTER}-nodes.{}.svc", ns.name());
+        ensure!(
+            events.iter().any(|e| matches!(&e.kind, EventKind::HttpRequest { service, route, .. } if *service == host && route == "/api")),
+            "no GET /api reached {host}"
+        );
+    }
     // The Events of the roll name the pod that reported them.
-    let events = Api::<Event>::namespaced(cluster.client(), s.ns.name())
+    let events = Api::<Event>::namespaced(cluster.client(), ns.name())
         .list(&ListParams::default())
         .await?
         .items;
-    let reporters: std::collections::BTreeSet<String> = events
+    let reporters: BTreeSet<String> = events
         .iter()
         .filter_map(|e| e.reporting_instance.clone())
         .collect();
@@ -384,8 +393,6 @@ async fn run(
         reporters.contains(&leader),
         "no Event reported by the leader pod {leader}: {reporters:?}"
     );
-
-    kubectl_print(cluster, &["get", "pods", "-A", "-o", "wide"]).await?;
 
     // helm test: the check pod, from the operator's image, passes.
     let test = helm_in(
@@ -406,9 +413,9 @@ async fn run(
     );
 
     // The cluster goes while the operator runs (its finalizer).
-    s.clusters().delete(CLUSTER, &Default::default()).await?;
+    clusters.delete(CLUSTER, &Default::default()).await?;
     wait_until("the OctopusCluster deleted", WAIT, || async {
-        Ok(s.clusters().get_opt(CLUSTER).await?.is_none().then_some(()))
+        Ok(clusters.get_opt(CLUSTER).await?.is_none().then_some(()))
     })
     .await?;
 

@@ -16,39 +16,21 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail, ensure};
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, PostParams};
 use octopus_e2e::cluster::{TestCluster, TestNamespace, wait_until};
-use octopus_e2e::real_node::RealNode;
-use octopus_e2e::scenario::{API_KEY, install_crd, must};
+use octopus_e2e::real_node::{RealNode, cluster_spec, database_config};
+use octopus_e2e::scenario::{install_crd, must};
+use octopus_e2e::storage;
 use octopus_e2e::twin::model::snapshot::NodeSnapshot;
 use octopus_e2e::twin::replay::{Mark, Replay};
-use octopus_e2e::twin::{EventKind, GeneratorConfig, Timing, TwinConfig, TwinHandle};
+use octopus_e2e::twin::{EventKind, TwinConfig, TwinHandle};
 use octopus_operator::api::OctopusCluster;
-use serde_json::{Value, json};
+use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(240);
 const FROM: &str = "2024.1.100";
 const TO: &str = "2024.1.200";
-
-/// The database of these tests: nodes start in a second, deployments keep arriving.
-fn database_config(offline_after: Duration) -> TwinConfig {
-    TwinConfig {
-        timing: Timing {
-            start_delay: Duration::from_secs(1),
-            migration_time: Duration::from_secs(1),
-            offline_after,
-            ..Timing::default()
-        },
-        generator: GeneratorConfig {
-            deployments_per_minute: 30.0,
-            deployment_duration_min: Duration::from_millis(500),
-            deployment_duration_max: Duration::from_millis(2500),
-            ..GeneratorConfig::default()
-        },
-        ..TwinConfig::default()
-    }
-}
 
 /// The control plane, its real node with the Octopus images, a namespace whose pods may
 /// run there, and the database.
@@ -64,20 +46,7 @@ async fn setup(
     let ns = cluster.namespace(prefix).await?;
     node.admit(&cluster, &ns).await?;
     let db = node.start_database(config).await?;
-    let secrets: Api<Secret> = ns.api();
-    let connection_string = node.connection_string(&db, ns.name());
-    for (name, data) in [
-        ("octopus-db", json!({"connectionString": connection_string})),
-        (
-            "octopus",
-            json!({"masterKey": "6EdU6IWsCtMEwk0kPKflQQ==", "apiKey": API_KEY}),
-        ),
-    ] {
-        let secret: Secret = serde_json::from_value(json!({
-            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": data,
-        }))?;
-        secrets.create(&PostParams::default(), &secret).await?;
-    }
+    node.octopus_secrets(&ns, &db).await?;
     Ok((cluster, node, ns, db))
 }
 
@@ -131,20 +100,15 @@ async fn a_patch_upgrade_replaces_real_octopus_pods_one_at_a_time() {
     let (cluster, node, ns, db) =
         must(setup("real-patch", database_config(Duration::from_secs(60))).await);
     must(install_crd(&cluster).await);
-    let storage = must(node.shared_volumes(&cluster, &ns).await);
+    must(
+        storage::provide(&cluster, ns.name(), "octo")
+            .await
+            .map(drop),
+    );
     let operator = must(node.start_operator(&cluster, &ns).await);
     let log = || operator.log_text();
     let clusters: Api<OctopusCluster> = ns.api();
-    let spec: Value = json!({
-        "version": FROM,
-        "replicas": 3,
-        "image": {"pullPolicy": "IfNotPresent"},
-        "database": {"connectionStringSecretRef": {"name": "octopus-db", "key": "connectionString"}},
-        "masterKeySecretRef": {"name": "octopus", "key": "masterKey"},
-        "apiKeySecretRef": {"name": "octopus", "key": "apiKey"},
-        "storage": storage,
-        "upgrade": {"drainTimeout": "2m", "nodeReadyTimeout": "3m"},
-    });
+    let spec = cluster_spec(FROM, 3);
     let obj: OctopusCluster = must(
         serde_json::from_value(json!({
             "apiVersion": "octopusoperator.dev/v1alpha1", "kind": "OctopusCluster",
@@ -262,7 +226,7 @@ async fn a_patch_upgrade_replaces_real_octopus_pods_one_at_a_time() {
             .total(jiff::Unit::Second)
             .unwrap_or_default()
     );
-    node.delete_shared_volumes(&cluster, &ns).await;
+    must(storage::release(&cluster, ns.name()).await);
     drop(operator);
     must(ns.cleanup().await.map_err(anyhow::Error::from));
 }
