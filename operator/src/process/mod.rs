@@ -58,28 +58,52 @@ where
 {
     tokio::pin!(shutdown);
     if let Some(election) = &election {
-        match election.held_by_another().await {
-            Ok(Some(holder)) => {
-                info!(lease = %election.lease(), %holder, "another replica leads; standing by");
-                health.set_leading(false);
-            }
-            Ok(None) => {}
-            Err(e) => warn!(lease = %election.lease(), error = %e, "cannot read the Lease"),
-        }
+        // Whether `/readyz` says standby yet. Replicas that start together all find the
+        // new Lease unheld, and a loser's `changed()` never reports (it never led): until
+        // one is seen holding the Lease, look at it every second.
+        let mut standing_by = false;
         loop {
-            tokio::select! {
-                biased;
-                () = &mut shutdown => return Exit::Shutdown,
-                changed = election.changed() => match changed {
-                    Ok(true) => break,
-                    Ok(false) => health.set_leading(false),
-                    Err(e) => {
-                        // Not leading: nothing to stop. The crate backs off on its own
-                        // conflicts; this is the API server refusing or unreachable.
-                        warn!(lease = %election.lease(), error = %e, "leader election");
-                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            let changed = election.changed();
+            tokio::pin!(changed);
+            let changed = loop {
+                if !standing_by {
+                    match election.held_by_another().await {
+                        Ok(Some(holder)) => {
+                            info!(lease = %election.lease(), %holder, "another replica leads; standing by");
+                            health.set_leading(false);
+                            standing_by = true;
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            warn!(lease = %election.lease(), error = %e, "cannot read the Lease");
+                        }
                     }
-                },
+                }
+                let look_again = async {
+                    if standing_by {
+                        std::future::pending::<()>().await;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                };
+                tokio::select! {
+                    biased;
+                    () = &mut shutdown => return Exit::Shutdown,
+                    changed = &mut changed => break changed,
+                    () = look_again => {}
+                }
+            };
+            match changed {
+                Ok(true) => break,
+                Ok(false) => {
+                    health.set_leading(false);
+                    standing_by = true;
+                }
+                Err(e) => {
+                    // Not leading: nothing to stop. The crate backs off on its own
+                    // conflicts; this is the API server refusing or unreachable.
+                    warn!(lease = %election.lease(), error = %e, "leader election");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
             }
         }
         info!(lease = %election.lease(), "leading: starting the controller");
