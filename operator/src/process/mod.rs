@@ -58,21 +58,31 @@ where
 {
     tokio::pin!(shutdown);
     if let Some(election) = &election {
-        match election.held_by_another().await {
-            Ok(Some(holder)) => {
-                info!(lease = %election.lease(), %holder, "another replica leads; standing by");
-                health.set_leading(false);
-            }
-            Ok(None) => {}
-            Err(e) => warn!(lease = %election.lease(), error = %e, "cannot read the Lease"),
-        }
+        // The crate reports only changes of our own hold: a replica that loses the first
+        // race hears nothing. Read the Lease now and every renew period while standing by,
+        // so it says it is a standby (and is ready) rather than "not known yet" for good.
+        let mut look = tokio::time::interval(election.renew_period());
+        look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut standing_by = false;
         loop {
             tokio::select! {
                 biased;
                 () = &mut shutdown => return Exit::Shutdown,
+                _ = look.tick(), if !standing_by => match election.held_by_another().await {
+                    Ok(Some(holder)) => {
+                        info!(lease = %election.lease(), %holder, "another replica leads; standing by");
+                        health.set_leading(false);
+                        standing_by = true;
+                    }
+                    Ok(None) => {}
+                    Err(e) => warn!(lease = %election.lease(), error = %e, "cannot read the Lease"),
+                },
                 changed = election.changed() => match changed {
                     Ok(true) => break,
-                    Ok(false) => health.set_leading(false),
+                    Ok(false) => {
+                        health.set_leading(false);
+                        standing_by = true;
+                    }
                     Err(e) => {
                         // Not leading: nothing to stop. The crate backs off on its own
                         // conflicts; this is the API server refusing or unreachable.
