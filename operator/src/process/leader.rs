@@ -107,8 +107,13 @@ impl Election {
         format!("{}/{}", self.namespace, self.settings.name)
     }
 
-    /// Whether another process holds an unexpired Lease now (read once, at start: the
-    /// crate only speaks when this process's leadership changes).
+    /// How often the holder renews: how often a standby looks at the Lease.
+    pub fn renew_period(&self) -> Duration {
+        self.settings.renew
+    }
+
+    /// Whether another process holds an unexpired Lease now (read by a replica that does
+    /// not lead: the crate only speaks when this process's leadership changes).
     pub async fn held_by_another(&self) -> Result<Option<String>, kube::Error> {
         let lease = self.leases.get(&self.settings.name).await?;
         let Some(spec) = lease.spec else {

@@ -58,52 +58,38 @@ where
 {
     tokio::pin!(shutdown);
     if let Some(election) = &election {
-        // Whether `/readyz` says standby yet. Replicas that start together all find the
-        // new Lease unheld, and a loser's `changed()` never reports (it never led): until
-        // one is seen holding the Lease, look at it every second.
+        // The crate reports only changes of our own hold: a replica that loses the first
+        // race hears nothing. Read the Lease now and every renew period while standing by,
+        // so it says it is a standby (and is ready) rather than "not known yet" for good.
+        let mut look = tokio::time::interval(election.renew_period());
+        look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut standing_by = false;
         loop {
-            let changed = election.changed();
-            tokio::pin!(changed);
-            let changed = loop {
-                if !standing_by {
-                    match election.held_by_another().await {
-                        Ok(Some(holder)) => {
-                            info!(lease = %election.lease(), %holder, "another replica leads; standing by");
-                            health.set_leading(false);
-                            standing_by = true;
-                        }
-                        Ok(None) => {}
-                        Err(e) => {
-                            warn!(lease = %election.lease(), error = %e, "cannot read the Lease");
-                        }
+            tokio::select! {
+                biased;
+                () = &mut shutdown => return Exit::Shutdown,
+                _ = look.tick(), if !standing_by => match election.held_by_another().await {
+                    Ok(Some(holder)) => {
+                        info!(lease = %election.lease(), %holder, "another replica leads; standing by");
+                        health.set_leading(false);
+                        standing_by = true;
                     }
-                }
-                let look_again = async {
-                    if standing_by {
-                        std::future::pending::<()>().await;
+                    Ok(None) => {}
+                    Err(e) => warn!(lease = %election.lease(), error = %e, "cannot read the Lease"),
+                },
+                changed = election.changed() => match changed {
+                    Ok(true) => break,
+                    Ok(false) => {
+                        health.set_leading(false);
+                        standing_by = true;
                     }
-                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                };
-                tokio::select! {
-                    biased;
-                    () = &mut shutdown => return Exit::Shutdown,
-                    changed = &mut changed => break changed,
-                    () = look_again => {}
-                }
-            };
-            match changed {
-                Ok(true) => break,
-                Ok(false) => {
-                    health.set_leading(false);
-                    standing_by = true;
-                }
-                Err(e) => {
-                    // Not leading: nothing to stop. The crate backs off on its own
-                    // conflicts; this is the API server refusing or unreachable.
-                    warn!(lease = %election.lease(), error = %e, "leader election");
-                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                }
+                    Err(e) => {
+                        // Not leading: nothing to stop. The crate backs off on its own
+                        // conflicts; this is the API server refusing or unreachable.
+                        warn!(lease = %election.lease(), error = %e, "leader election");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                },
             }
         }
         info!(lease = %election.lease(), "leading: starting the controller");
