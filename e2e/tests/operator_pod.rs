@@ -22,7 +22,6 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::events::v1::Event;
@@ -231,11 +230,11 @@ async fn run(
     .await?;
     ensure!(install.success, "helm install: {}", install.stderr);
     let fullname = format!("{release}-octopus-operator");
-    let deployments: Api<Deployment> = Api::namespaced(cluster.client(), release);
-    wait_until("2 operator replicas ready", WAIT, || async {
-        let d = deployments.get(&fullname).await?;
-        let ready = d.status.and_then(|s| s.ready_replicas).unwrap_or(0);
-        Ok((ready == 2).then_some(()))
+    // Readiness from the pods themselves: the Deployment's count can lag a pod that just
+    // went unready (a replica restarted by a Lease race at start shows in `restarts`).
+    wait_until("2 operator pods ready", WAIT, || async {
+        let pods = operator_pods(cluster, release, release).await?;
+        Ok((pods.len() == 2 && pods.iter().all(pod_ready)).then_some(()))
     })
     .await?;
     println!(
@@ -251,6 +250,16 @@ async fn run(
         ensure!(spec.node_name.as_deref() == Some(node), "not on the node");
         ensure!(spec.service_account_name.as_deref() == Some(fullname.as_str()));
         ensure!(pod_ready(pod), "not Ready");
+        let restarts: i32 = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .map(|cs| cs.iter().map(|c| c.restart_count).sum())
+            .unwrap_or(0);
+        println!(
+            "operator pod {}: restarts {restarts}",
+            pod.metadata.name.as_deref().unwrap_or_default()
+        );
     }
     // One of them holds the Lease; /metrics on each pod's address says which.
     let lease = Api::<Lease>::namespaced(cluster.client(), release)
