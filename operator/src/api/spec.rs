@@ -361,6 +361,13 @@ pub struct UpgradeSpec {
     pub restored_backup: Option<String>,
 }
 
+impl UpgradeSpec {
+    /// The person acknowledged schema upgrades without a backup (`backup.skip: true`).
+    pub fn backup_skipped(&self) -> bool {
+        self.backup.as_ref().and_then(|b| b.skip).unwrap_or(false)
+    }
+}
+
 impl Default for UpgradeSpec {
     fn default() -> Self {
         Self {

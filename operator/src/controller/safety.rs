@@ -193,13 +193,7 @@ fn backup_taken(o: &Observed, d: Disruption<'_>) -> Result<(), String> {
     if !matches!(d, Disruption::StopAll) {
         return Ok(());
     }
-    let skip = o
-        .spec
-        .upgrade
-        .backup
-        .as_ref()
-        .and_then(|b| b.skip)
-        .unwrap_or(false);
+    let skip = o.spec.upgrade.backup_skipped();
     let Some(upgrade) = o.status.upgrade.as_ref() else {
         return Err("no upgrade is recorded".into());
     };

@@ -267,8 +267,7 @@ fn verify_version(cx: &StepCx<'_>) -> Outcome {
 /// has run (and maybe changed) since, and the Job of that attempt has another name.
 fn backup(cx: &StepCx<'_>, d: &mut Decision) -> Outcome {
     let (o, up) = (cx.o, cx.up);
-    let backup = o.spec.upgrade.backup.as_ref();
-    if backup.and_then(|b| b.skip).unwrap_or(false) {
+    if o.spec.upgrade.backup_skipped() {
         return Outcome::Done;
     }
     let attempt = up.attempt.as_deref();

@@ -83,13 +83,7 @@ pub(super) fn acknowledged(o: &Observed, up: &Upgrade) -> Result<(), Stop> {
 /// backup by name, and the two fields to set.
 pub(super) fn way_back(o: &Observed, up: &Upgrade) -> String {
     let job = up.backup_job(&o.name);
-    let skipped = o
-        .spec
-        .upgrade
-        .backup
-        .as_ref()
-        .and_then(|b| b.skip)
-        .unwrap_or(false);
+    let skipped = o.spec.upgrade.backup_skipped();
     let restore = if skipped {
         format!(
             "restore your own backup of the database as it was on {} and its Master Key (this \

@@ -806,8 +806,7 @@ impl Sim {
                 if let Some(sts) = self.sts.clone() {
                     let template = sts.version.clone().unwrap_or_default();
                     let full = i32::try_from(self.expect.replicas).expect("small");
-                    let backup_needed =
-                        self.spec.upgrade.backup.as_ref().and_then(|b| b.skip) != Some(true);
+                    let backup_needed = !self.spec.upgrade.backup_skipped();
                     if template == self.expect.from && sts.replicas < full {
                         if !self.maintenance {
                             problems.push("nodes stop before maintenance mode is on".into());
