@@ -27,6 +27,7 @@ use crate::operator_process::operator_binary;
 use crate::process::Process;
 use crate::scenario::API_KEY;
 use crate::twin::{GeneratorConfig, Timing, Twin, TwinConfig, TwinHandle};
+use octopus_operator::api::OctopusCluster;
 
 /// The taint keeping pods that do not ask for it off the real node.
 pub const TAINT: &str = "octopus-operator.dev/real-node";
@@ -308,4 +309,16 @@ impl OperatorInNode {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+}
+
+/// The cluster is Ready on `version`, with no upgrade under way.
+pub fn ready_on(c: &OctopusCluster, version: &str) -> bool {
+    c.status.as_ref().is_some_and(|st| {
+        st.current_version.as_deref() == Some(version)
+            && st
+                .conditions
+                .iter()
+                .any(|k| k.type_ == "Ready" && k.status == "True" && k.reason == "Ready")
+            && st.upgrade.as_ref().is_none_or(|u| u.finished_at.is_some())
+    })
 }

@@ -29,7 +29,7 @@ use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use octopus_e2e::cluster::{TestCluster, TestNamespace, wait_until};
 use octopus_e2e::helm::{chart_dir, helm_output};
-use octopus_e2e::real_node::{RealNode, TAINT, cluster_spec, database_config};
+use octopus_e2e::real_node::{RealNode, TAINT, cluster_spec, database_config, ready_on};
 use octopus_e2e::scenario::install_crd;
 use octopus_e2e::twin::replay::{Mark, Replay};
 use octopus_e2e::twin::{EventKind, TwinHandle};
@@ -183,18 +183,6 @@ async fn wait_cluster(
             "status: {}",
             serde_json::to_string_pretty(&status).unwrap_or_default()
         )
-    })
-}
-
-/// Ready on `version`, with no upgrade under way.
-fn ready_on(c: &OctopusCluster, version: &str) -> bool {
-    c.status.as_ref().is_some_and(|st| {
-        st.current_version.as_deref() == Some(version)
-            && st
-                .conditions
-                .iter()
-                .any(|k| k.type_ == "Ready" && k.status == "True" && k.reason == "Ready")
-            && st.upgrade.as_ref().is_none_or(|u| u.finished_at.is_some())
     })
 }
 

@@ -19,7 +19,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, PostParams};
 use octopus_e2e::cluster::{TestCluster, TestNamespace, wait_until};
-use octopus_e2e::real_node::{RealNode, cluster_spec, database_config};
+use octopus_e2e::real_node::{RealNode, cluster_spec, database_config, ready_on};
 use octopus_e2e::scenario::{install_crd, must};
 use octopus_e2e::storage;
 use octopus_e2e::twin::model::snapshot::NodeSnapshot;
@@ -82,17 +82,6 @@ async fn wait_cluster(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-}
-
-fn ready_on(c: &OctopusCluster, version: &str) -> bool {
-    c.status.as_ref().is_some_and(|st| {
-        st.current_version.as_deref() == Some(version)
-            && st
-                .conditions
-                .iter()
-                .any(|k| k.type_ == "Ready" && k.status == "True" && k.reason == "Ready")
-            && st.upgrade.as_ref().is_none_or(|u| u.finished_at.is_some())
-    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
