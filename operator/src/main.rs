@@ -61,6 +61,10 @@ struct RunArgs {
     /// How often to look at Octopus while waiting on it, e.g. 5s.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     poll_interval: Duration,
+    /// At most this many OctopusClusters upgrade at once (blast radius); the others wait
+    /// with the reason WaitingForUpgradeSlot. Unset or 0: no cap.
+    #[arg(long, env = "MAX_CONCURRENT_UPGRADES", default_value_t = 0)]
+    max_concurrent_upgrades: u32,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -250,6 +254,7 @@ async fn operate(args: RunArgs) -> ExitCode {
         node_url_template: args.node_url_template,
         poll_interval: args.poll_interval,
         namespace: args.namespace,
+        max_concurrent_upgrades: std::num::NonZeroU32::new(args.max_concurrent_upgrades),
         ..controller::Config::default()
     };
     info!(?config, %addr, lease = ?election.as_ref().map(Election::lease), "octopus-operator starting");

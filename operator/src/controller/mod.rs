@@ -5,22 +5,26 @@
 //!   typed steps of [`steps`] and the reasons of [`reason`].
 //! - [`act`]: applies owned objects and performs the decided action.
 //! - [`record`]: writes status (server-side apply) and Events.
+//! - [`slots`] (pure) and [`ledger`]: how many clusters may upgrade at once.
 //!
 //! The spec is never written: GitOps tools own it.
 
 pub mod act;
 pub mod conditions;
 pub mod decide;
+pub mod ledger;
 pub mod metrics;
 pub mod model;
 pub mod observe;
 pub mod reason;
 pub mod record;
 pub mod safety;
+pub mod slots;
 pub mod steps;
 pub mod window;
 
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -68,6 +72,8 @@ pub struct Config {
     pub resync_interval: Duration,
     /// Watch one namespace, or all.
     pub namespace: Option<String>,
+    /// At most this many clusters upgrade at once (blast radius); `None`: no cap.
+    pub max_concurrent_upgrades: Option<NonZeroU32>,
 }
 
 impl Default for Config {
@@ -78,6 +84,7 @@ impl Default for Config {
             poll_interval: Duration::from_secs(5),
             resync_interval: Duration::from_secs(300),
             namespace: None,
+            max_concurrent_upgrades: None,
         }
     }
 }
@@ -134,6 +141,8 @@ pub struct Context {
     pub octopus: Arc<dyn OctopusConnector>,
     pub config: Config,
     pub metrics: Arc<metrics::Metrics>,
+    /// Who holds an upgrade slot.
+    pub ledger: ledger::Ledger,
 }
 
 /// Reconcile failures; the variant name is the metric label.
@@ -196,6 +205,11 @@ pub async fn run_with(
     };
     let managed_by = format!("{}={}", labels::MANAGED_BY, labels::MANAGER);
     let managed = watcher::Config::default().labels(&managed_by);
+    let controller = Controller::new(clusters, watcher::Config::default().any_semantic());
+    let store = controller.store();
+    // Clusters woken when an upgrade slot frees.
+    let (wake, woken) = futures::channel::mpsc::unbounded();
+    let ledger = ledger::Ledger::new(config.max_concurrent_upgrades, store.clone(), wake);
     let ctx = Arc::new(Context {
         recorder: Recorder::new(
             client.clone(),
@@ -208,9 +222,8 @@ pub async fn run_with(
         octopus: Arc::new(HttpConnector::observed_by(metrics.clone())),
         config,
         metrics,
+        ledger,
     });
-    let controller = Controller::new(clusters, watcher::Config::default().any_semantic());
-    let store = controller.store();
     let synced = async move {
         if store.wait_until_ready().await.is_ok() {
             health.set_synced();
@@ -225,6 +238,7 @@ pub async fn run_with(
             let cluster = pod.labels().get(labels::INSTANCE)?.clone();
             Some(ObjectRef::<OctopusCluster>::new(&cluster).within(&pod.namespace()?))
         })
+        .reconcile_on(woken)
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -262,7 +276,7 @@ async fn apply(cached: &OctopusCluster, ctx: &Context) -> Result<Requeue, Error>
         .await?;
     let cluster = &fresh;
     let observe::Observation {
-        observed,
+        mut observed,
         nodes,
         api,
     } = observe::observe(ctx, cluster).await?;
@@ -279,7 +293,7 @@ async fn apply(cached: &OctopusCluster, ctx: &Context) -> Result<Requeue, Error>
             );
         }
     }
-    let decision = decide::decide(&observed);
+    let decision = ctx.ledger.decide(cluster, &mut observed, decide::decide);
     let mut failure = None;
     if let Some(evictions) = decision.evictions {
         act::apply_disruption_budget(ctx, cluster, evictions).await?;
@@ -312,6 +326,7 @@ async fn apply(cached: &OctopusCluster, ctx: &Context) -> Result<Requeue, Error>
 async fn cleanup(cached: &OctopusCluster, ctx: &Context) -> Result<Requeue, Error> {
     let ns = cached.namespace().unwrap_or_default();
     ctx.metrics.forget_cluster(&ns, &cached.name_any());
+    ctx.ledger.forget(cached);
     // The cache may lag the status write that recorded an upgrade a moment ago (its first
     // step, maintenance-on, may already have run): release by the object itself.
     let Some(fresh) = Api::<OctopusCluster>::namespaced(ctx.client.clone(), &ns)

@@ -6,6 +6,7 @@
 use jiff::Timestamp;
 
 use super::reason::Reason;
+use super::slots::UpgradeSlots;
 use crate::api::{BackupStatus, OctopusClusterSpec, OctopusClusterStatus, UpgradeStatus};
 
 /// Everything a decision may depend on, read fresh at the start of a reconcile.
@@ -35,6 +36,9 @@ pub struct Observed {
     /// What the cluster's PodDisruptionBudget allows, read before the pods (so no eviction
     /// it let through is missing from them); `None` when there is none yet.
     pub evictions: Option<Evictions>,
+    /// How many clusters may begin an upgrade, and how many other clusters hold a slot
+    /// (`--max-concurrent-upgrades`); filled by the reconciler's ledger.
+    pub upgrade_slots: UpgradeSlots,
     pub now: Timestamp,
 }
 

@@ -17,6 +17,7 @@ use super::model::{
     OctopusState, OctopusView, PodView, StartFailure, StatefulSetView, TaskView,
 };
 use super::reason::Reason;
+use super::slots::UpgradeSlots;
 use super::steps::{StepKind, Upgrade};
 use super::{Context, Error};
 use crate::api::{OctopusCluster, SecretKeyRef};
@@ -175,6 +176,8 @@ pub async fn observe(ctx: &Context, cluster: &OctopusCluster) -> Result<Observat
         backup_history: history,
         master_key_copy,
         evictions,
+        // The ledger fills it when the operator caps concurrent upgrades.
+        upgrade_slots: UpgradeSlots::default(),
         now: Timestamp::now(),
     };
     Ok(Observation {

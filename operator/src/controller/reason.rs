@@ -190,6 +190,11 @@ pub enum Reason {
     RemovingNodes,
     /// Event: deleting the Octopus record of a node the scale-down removed.
     DeleteNodeRecord,
+
+    // ---------------------------------------------------------- blast radius
+    /// The cluster wants an upgrade, but as many clusters as --max-concurrent-upgrades
+    /// allows are upgrading: it begins when one of them finishes.
+    WaitingForUpgradeSlot,
 }
 
 impl Reason {

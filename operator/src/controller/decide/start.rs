@@ -9,6 +9,7 @@ use crate::api::SchemaUpgradePolicy;
 use crate::controller::model::{Decision, Observed, PodView, StatefulSetWant};
 use crate::controller::reason::Reason;
 use crate::controller::safety::{self, Disruption};
+use crate::controller::slots;
 use crate::controller::steps::{PlannedStep, StepKind, StepState, Upgrade};
 use crate::controller::window;
 use crate::planner::{self, PlanRequest, Strategy};
@@ -108,6 +109,12 @@ pub(super) fn steady_or_start(o: &Observed, mut d: Decision, target: &OctopusVer
             stop.message = restore::with_found(&stop.message, &found);
         }
         return report::finish(o, d, None, Some(stop), None);
+    }
+    // Blast radius: only the start waits for a slot, never an upgrade under way.
+    if let Some(message) = slots::admit(o.upgrade_slots).message(&format!("{from} -> {target}")) {
+        d.statefulset = guard_start(o, &hold).ok().map(|()| hold);
+        let wait = (Reason::WaitingForUpgradeSlot, message);
+        return report::finish(o, d, None, None, Some(wait));
     }
     let mut steps: Vec<PlannedStep> = plan
         .steps

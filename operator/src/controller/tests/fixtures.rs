@@ -24,6 +24,7 @@ pub use crate::controller::model::{
 };
 pub use crate::controller::reason::Reason;
 pub use crate::controller::safety::{self, Disruption, Predicate};
+pub use crate::controller::slots::{self, UpgradeSlots};
 pub use crate::controller::steps::{PlannedStep, StepKind, StepState, Upgrade};
 pub use crate::planner::{self, ChangeKind, PlanRequest, Strategy};
 pub use crate::resources::names;
@@ -200,6 +201,7 @@ pub fn steady(version: &str, n: u32) -> Observed {
         backup_job: None,
         backup_history: Vec::new(),
         master_key_copy: false,
+        upgrade_slots: UpgradeSlots::default(),
         now: t0(),
     }
 }

@@ -14,6 +14,7 @@
 //! - [`timers`]: every node's readiness timer runs from that node's own start.
 //! - [`evictions`], [`scale_down`]: the PodDisruptionBudget against evictions, and the
 //!   drained scale-down, walked through the simulated world.
+//! - [`slots`]: the cap on concurrent upgrades, decided once and walked by a fleet.
 //! - [`way_back`]: after a failed migration: a backup per attempt, the acknowledged way
 //!   back, a template edited below the schema.
 
@@ -28,6 +29,7 @@ mod restarts;
 mod resume;
 mod scale_down;
 mod sim;
+mod slots;
 mod stops;
 mod timers;
 mod walks;

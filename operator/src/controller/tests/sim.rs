@@ -94,6 +94,8 @@ pub struct Sim {
     pub sts: Option<StatefulSetView>,
     /// The PodDisruptionBudget as last applied.
     pub pdb: Option<Evictions>,
+    /// The upgrade slots the next reconcile sees (a fleet of sims sets them).
+    pub slots: UpgradeSlots,
     /// Evictions the budget refused (`evict`).
     pub evictions_refused: u32,
     pub pods: BTreeMap<u32, PodView>,
@@ -156,6 +158,7 @@ impl Sim {
             missing_secrets: Vec::new(),
             sts: None,
             pdb: None,
+            slots: UpgradeSlots::default(),
             evictions_refused: 0,
             pods: BTreeMap::new(),
             nodes: BTreeMap::new(),
@@ -343,6 +346,7 @@ impl Sim {
             backup_history: self.jobs.values().map(SimJob::view).collect(),
             master_key_copy,
             evictions: self.pdb,
+            upgrade_slots: self.slots,
             now: self.now,
         }
     }
