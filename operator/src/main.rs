@@ -216,14 +216,14 @@ async fn operate(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let client = match kube::Client::try_from(kube_config.clone()) {
+    let metrics = Arc::new(Metrics::default());
+    let client = match process::client::counted(kube_config.clone(), metrics.clone()) {
         Ok(c) => c,
         Err(e) => {
             error!(error = %e, "cannot reach the Kubernetes API");
             return ExitCode::FAILURE;
         }
     };
-    let metrics = Arc::new(Metrics::default());
     let health = Arc::new(Health::default());
     let listener = match tokio::net::TcpListener::bind(args.metrics_addr).await {
         Ok(l) => l,

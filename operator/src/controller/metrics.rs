@@ -87,6 +87,12 @@ struct RequestLabels {
     status: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KubeRequestLabels {
+    verb: String,
+    resource: String,
+}
+
 /// The label sets one cluster's series were last written with, so a change removes the
 /// old series and a deletion removes them all.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -125,6 +131,7 @@ pub struct Metrics {
     series: Mutex<HashMap<(String, String), ClusterSeries>>,
     upgrade_duration: Family<UpgradeLabels, Histogram>,
     octopus_requests: Family<RequestLabels, Counter>,
+    kube_requests: Family<KubeRequestLabels, Counter>,
     leader: Gauge,
 }
 
@@ -145,6 +152,7 @@ impl Default for Metrics {
             upgrade_histogram as fn() -> _,
         );
         let octopus_requests = Family::<RequestLabels, Counter>::default();
+        let kube_requests = Family::<KubeRequestLabels, Counter>::default();
         let leader = Gauge::default();
         registry.register("reconciles", "Reconciles run", reconciles.clone());
         registry.register(
@@ -205,6 +213,11 @@ impl Default for Metrics {
             octopus_requests.clone(),
         );
         registry.register(
+            "kubernetes_requests",
+            "Kubernetes API requests the controller sent, by verb and resource (writes are create, update, patch, delete)",
+            kube_requests.clone(),
+        );
+        registry.register(
             "leader",
             "1 when this process holds the leader lease (and so reconciles)",
             leader.clone(),
@@ -219,6 +232,7 @@ impl Default for Metrics {
             series: Mutex::new(HashMap::new()),
             upgrade_duration,
             octopus_requests,
+            kube_requests,
             leader,
         }
     }
@@ -260,6 +274,16 @@ impl Metrics {
     pub fn action(&self, name: &str) {
         self.actions
             .get_or_create(&NameLabel { name: name.into() })
+            .inc();
+    }
+
+    /// One Kubernetes API request the controller's client sent.
+    pub fn kube_request(&self, verb: &str, resource: &str) {
+        self.kube_requests
+            .get_or_create(&KubeRequestLabels {
+                verb: verb.to_string(),
+                resource: resource.to_string(),
+            })
             .inc();
     }
 

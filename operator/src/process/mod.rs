@@ -1,7 +1,8 @@
 //! The operator process around the controller: the probe and metrics server
 //! ([`probes`]), leader election ([`leader`]) and [`supervise`], which runs the controller
 //! only while this process leads; [`check`] is `octopus-operator check`, the same process
-//! seen from outside (the chart's `helm test`).
+//! seen from outside (the chart's `helm test`); [`client`] counts the controller's
+//! Kubernetes requests.
 //!
 //! Losing the Lease ends the process (the caller exits non-zero; the kubelet restarts the
 //! container, which rejoins as a standby). Aborting the controller in place would be
@@ -11,6 +12,7 @@
 //! new leader picks up from what it observes.
 
 pub mod check;
+pub mod client;
 pub mod leader;
 pub mod probes;
 
