@@ -35,6 +35,8 @@ pub struct Scenario {
     pub metrics: Arc<Metrics>,
     /// The in-process operator's resync when nothing happens (set before starting it).
     pub resync_interval: Duration,
+    /// The in-process operator's `--max-concurrent-upgrades` (set before starting it).
+    pub max_concurrent_upgrades: Option<std::num::NonZeroU32>,
 }
 
 /// Path of the checked-in CRD.
@@ -128,6 +130,7 @@ impl Scenario {
             operator: None,
             metrics: Arc::new(Metrics::default()),
             resync_interval: Duration::from_secs(30),
+            max_concurrent_upgrades: None,
         };
         scenario.secrets().await?;
         Ok(scenario)
@@ -175,6 +178,7 @@ impl Scenario {
             poll_interval: Duration::from_millis(300),
             resync_interval: self.resync_interval,
             namespace: Some(self.ns.name().to_string()),
+            max_concurrent_upgrades: self.max_concurrent_upgrades,
         };
         let client = self.cluster.client();
         let metrics = self.metrics.clone();
