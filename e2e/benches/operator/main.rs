@@ -6,6 +6,7 @@
 //!
 //! Progress goes to stderr, the tables to stdout.
 
+mod fleet;
 mod memory;
 mod prom;
 mod report;
@@ -60,6 +61,10 @@ async fn run() -> Result<()> {
     );
     println!("operator: in process for 1-3 (poll interval 300 ms), its release binary for 4");
 
+    // OCTOPUS_BENCH_ONLY=fleet: only section 5.
+    if std::env::var("OCTOPUS_BENCH_ONLY").as_deref() == Ok("fleet") {
+        return fleet_section(&cluster, started).await;
+    }
     progress("patch rolling upgrades, 3 nodes");
     let patch3 = upgrades::rolling(3)
         .await
@@ -100,6 +105,14 @@ async fn run() -> Result<()> {
     progress("operator process: idle, 1 cluster, many clusters");
     let mem = memory::run(&cluster).await.context("operator process")?;
     report::memory(&mem);
+    fleet_section(&cluster, started).await
+}
+
+/// Section 5, the fleet and start-up figures, then the closing lines.
+async fn fleet_section(cluster: &TestCluster, started: Instant) -> Result<()> {
+    progress("a fleet of clusters on one operator process");
+    let run = fleet::run(cluster).await.context("the fleet")?;
+    fleet::report(&run);
 
     println!();
     println!("load average at the end: {}", load_average());

@@ -69,7 +69,7 @@ pub struct MemoryRun {
 
 /// The operator binary: [`OPERATOR_BIN_ENV`], else `../octopus-operator` from the bench
 /// executable (`target/release/deps/operator-*`).
-fn operator_binary() -> Result<PathBuf> {
+pub fn operator_binary() -> Result<PathBuf> {
     if let Some(path) = std::env::var_os(OPERATOR_BIN_ENV) {
         return Ok(path.into());
     }
@@ -89,14 +89,26 @@ fn operator_binary() -> Result<PathBuf> {
 }
 
 /// The operator process; killed when dropped.
-struct OperatorProcess {
+pub struct OperatorProcess {
     child: Process,
     metrics_url: String,
-    log: PathBuf,
+    pub log: PathBuf,
+    started: Instant,
 }
 
 impl OperatorProcess {
     fn spawn(binary: &Path, kubeconfig: &Path, namespace: &str, twin: &TwinHandle) -> Result<Self> {
+        Self::spawn_with(binary, kubeconfig, namespace, twin, &[])
+    }
+
+    /// [`OperatorProcess::spawn`] with more arguments of `run`.
+    pub fn spawn_with(
+        binary: &Path,
+        kubeconfig: &Path,
+        namespace: &str,
+        twin: &TwinHandle,
+        extra: &[String],
+    ) -> Result<Self> {
         let port = free_port()?;
         let log = std::env::temp_dir().join(format!("octopus-bench-operator-{namespace}.log"));
         let log_file =
@@ -113,6 +125,7 @@ impl OperatorProcess {
                 "{}/{{namespace}}/{{service}}/{{pod}}",
                 twin.base_url()
             ))
+            .args(extra)
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
@@ -124,15 +137,16 @@ impl OperatorProcess {
             child,
             metrics_url: format!("http://127.0.0.1:{port}"),
             log,
+            started: Instant::now(),
         })
     }
 
-    fn pid(&self) -> u32 {
+    pub fn pid(&self) -> u32 {
         self.child.pid()
     }
 
     /// Fails with the log's path if the process has exited.
-    fn alive(&mut self) -> Result<()> {
+    pub fn alive(&mut self) -> Result<()> {
         if let Some(status) = self.child.exited()? {
             bail!(
                 "the operator exited ({status}); its log: {}",
@@ -142,7 +156,8 @@ impl OperatorProcess {
         Ok(())
     }
 
-    async fn wait_ready(&mut self, http: &reqwest::Client) -> Result<()> {
+    /// Waits for /readyz; returns the time from the process's start.
+    pub async fn wait_ready(&mut self, http: &reqwest::Client) -> Result<Duration> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             self.alive()?;
@@ -152,7 +167,7 @@ impl OperatorProcess {
                 .await
                 .is_ok_and(|r| r.status().is_success());
             if ok {
-                return Ok(());
+                return Ok(self.started.elapsed());
             }
             if Instant::now() >= deadline {
                 bail!(
@@ -160,11 +175,22 @@ impl OperatorProcess {
                     self.log.display()
                 );
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
-    async fn counters(&self, http: &reqwest::Client) -> Result<Counters> {
+    /// The operator's /metrics text.
+    pub async fn metrics_text(&self, http: &reqwest::Client) -> Result<String> {
+        Ok(http
+            .get(format!("{}/metrics", self.metrics_url))
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?)
+    }
+
+    pub async fn counters(&self, http: &reqwest::Client) -> Result<Counters> {
         let text = http
             .get(format!("{}/metrics", self.metrics_url))
             .send()
@@ -175,7 +201,7 @@ impl OperatorProcess {
         Ok(Counters::parse(&text))
     }
 
-    fn memory(&self) -> Result<Memory> {
+    pub fn memory(&self) -> Result<Memory> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
         let field = |name: &str| {
             status
@@ -191,7 +217,7 @@ impl OperatorProcess {
     }
 
     /// User + system CPU time so far.
-    fn cpu(&self) -> Result<Duration> {
+    pub fn cpu(&self) -> Result<Duration> {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))?;
         // Fields after the command name (which may hold spaces) start at field 3; utime
         // and stime are fields 14 and 15.
