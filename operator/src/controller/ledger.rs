@@ -7,8 +7,10 @@
 //! run at once: two clusters could each see one free slot and both take it. So the count
 //! and the decision are made under one lock, and each decision's outcome is remembered
 //! (the operator is the only writer of status, so what it last decided for a cluster is
-//! what that cluster's status says, or is about to). When a reconcile leaves slots free,
-//! the clusters waiting longest are woken through the controller's trigger stream.
+//! what that cluster's status says, or is about to). A finished upgrade frees its slot
+//! only once the status saying so is written, so the API never shows more upgrades than
+//! the cap. When slots are free, the clusters waiting longest are woken through the
+//! controller's trigger stream.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -29,6 +31,9 @@ type Key = ObjectRef<OctopusCluster>;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Seen {
     Holds,
+    /// Decided finished, but the status write saying so has not landed yet: until it has,
+    /// the API still shows the slot held, so it counts as held.
+    Releasing,
     /// Waits for a slot; the number orders waiters, oldest first.
     Waits(u64),
     Free,
@@ -85,11 +90,14 @@ impl Ledger {
             taken,
         };
         let decision = decide(observed);
+        let before = book.seen.get(&me).copied();
         let now = if slots::holds_slot(decision.upgrade.as_ref()) {
             Seen::Holds
+        } else if matches!(before, Some(Seen::Holds | Seen::Releasing)) {
+            Seen::Releasing
         } else if waits(&decision) {
-            match book.seen.get(&me) {
-                Some(Seen::Waits(since)) => Seen::Waits(*since),
+            match before {
+                Some(Seen::Waits(since)) => Seen::Waits(since),
                 _ => {
                     book.next_waiter += 1;
                     Seen::Waits(book.next_waiter)
@@ -99,24 +107,47 @@ impl Ledger {
             Seen::Free
         };
         book.seen.insert(me.clone(), now);
-        let holding = taken + u32::from(now == Seen::Holds);
-        let free = slots::free(Some(cap), holding);
-        if free > 0 {
-            let mut waiters: Vec<(u64, &Key)> = book
-                .seen
-                .iter()
-                .filter_map(|(k, s)| match s {
-                    Seen::Waits(since) if *k != me => Some((*since, k)),
-                    _ => None,
-                })
-                .collect();
-            waiters.sort_unstable_by_key(|(since, _)| *since);
-            for (_, key) in waiters.into_iter().take(free) {
-                // A closed channel means the controller is stopping: nobody to wake.
-                let _ = self.wake.unbounded_send(key.clone());
-            }
-        }
+        let holding = taken + u32::from(matches!(now, Seen::Holds | Seen::Releasing));
+        self.wake_waiters(&book, &me, slots::free(Some(cap), holding));
         decision
+    }
+
+    /// The status of the last decision for `cluster` is written: a slot it released is
+    /// free now, and the oldest waiter is woken for it.
+    pub fn written(&self, cluster: &OctopusCluster) {
+        let Some(cap) = self.cap else {
+            return;
+        };
+        let me = ObjectRef::from_obj(cluster);
+        let mut book = self
+            .book
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if book.seen.get(&me) == Some(&Seen::Releasing) {
+            book.seen.insert(me.clone(), Seen::Free);
+            let taken = self.taken(&book, &me);
+            self.wake_waiters(&book, &me, slots::free(Some(cap), taken));
+        }
+    }
+
+    /// Wakes the `free` longest-waiting clusters other than `me`.
+    fn wake_waiters(&self, book: &Book, me: &Key, free: usize) {
+        if free == 0 {
+            return;
+        }
+        let mut waiters: Vec<(u64, &Key)> = book
+            .seen
+            .iter()
+            .filter_map(|(k, s)| match s {
+                Seen::Waits(since) if k != me => Some((*since, k)),
+                _ => None,
+            })
+            .collect();
+        waiters.sort_unstable_by_key(|(since, _)| *since);
+        for (_, key) in waiters.into_iter().take(free) {
+            // A closed channel means the controller is stopping: nobody to wake.
+            let _ = self.wake.unbounded_send(key.clone());
+        }
     }
 
     /// Forgets a deleted cluster.
@@ -141,7 +172,7 @@ impl Ledger {
                 let key = ObjectRef::from_obj(c.as_ref());
                 key != *me
                     && match book.seen.get(&key) {
-                        Some(seen) => *seen == Seen::Holds,
+                        Some(seen) => matches!(seen, Seen::Holds | Seen::Releasing),
                         None => {
                             slots::holds_slot(c.status.as_ref().and_then(|s| s.upgrade.as_ref()))
                         }

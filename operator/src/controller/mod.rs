@@ -310,6 +310,7 @@ async fn apply(cached: &OctopusCluster, ctx: &Context) -> Result<Requeue, Error>
         }
     }
     record::write(ctx, cluster, &observed, &decision, failure.as_ref()).await?;
+    ctx.ledger.written(cluster);
     if let Some(e) = failure {
         return Err(e);
     }

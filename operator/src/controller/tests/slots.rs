@@ -295,10 +295,16 @@ mod ledger {
             "nobody is woken while the slot is held"
         );
 
-        // a finishes: its next decision holds no slot, and b is woken.
+        // a finishes: its next decision holds no slot, but until the status saying so is
+        // written the API still shows it upgrading, so b waits.
         let mut done = steady(V1_PATCH, 3);
         let d = ledger.decide(&a, &mut done, decide);
         assert!(!slots::holds_slot(d.upgrade.as_ref()));
+        assert!(woken.try_recv().is_err(), "a's finish is not written yet");
+        let db = ledger.decide(&b, &mut wants_patch(), decide);
+        assert_cond(&db, PROGRESSING, true, "WaitingForUpgradeSlot");
+        // Written: b is woken and takes the slot.
+        ledger.written(&a);
         let next = woken.try_recv().ok();
         assert_eq!(next, Some(ObjectRef::from_obj(&b)));
         let db = ledger.decide(&b, &mut wants_patch(), decide);
@@ -332,6 +338,7 @@ mod ledger {
         // b waits again (woken by something else): it keeps its place behind c.
         ledger.decide(&b, &mut wants_patch(), decide);
         ledger.decide(&a, &mut steady(V1_PATCH, 3), decide);
+        ledger.written(&a);
         assert_eq!(woken.try_recv().ok(), Some(ObjectRef::from_obj(&c)));
         assert!(woken.try_recv().is_err(), "one free slot, one woken");
     }
