@@ -9,7 +9,7 @@ CARGO ?= cargo
 CONTROLPLANE := e2e/controlplane
 TOOLS := e2e/tools
 
-.PHONY: render-charts build crds test e2e cluster-up cluster-down node-test tools demo bench lint helm image argocd-health
+.PHONY: render-charts build crds test e2e cluster-up cluster-down node-test tools demo bench trials lint helm image argocd-health
 
 ## build: compile every crate, tests included
 build:
@@ -77,6 +77,21 @@ bench:
 	$(TOOLS)/install-kubectl.sh >/dev/null
 	$(CARGO) build --release -p octopus-operator --bin octopus-operator
 	$(CARGO) bench -p octopus-e2e --bench operator
+
+## trials: reliability trials counted in figures (about 15 minutes; not in `make test` or
+## CI): at least 50 SIGKILLs of the operator process mid-upgrade (one replica, and the
+## leader of two), kube-apiserver restarted mid-upgrade, Octopus answering 500s, dropping
+## connections or refusing the API key; the twin's log judged by the shared invariants and
+## logs, Events and status scanned for secrets. Each trial prints its seed:
+## TRIALS_SEED=<kind>:<seed> replays one, TRIALS_SEED=<seed> the whole run. It restarts
+## its API server, so it runs on a control plane of its own (OCTOPUS_OPERATOR_CLUSTER,
+## default "trials"; `OCTOPUS_OPERATOR_CLUSTER=trials make cluster-down` stops it)
+trials: tools
+	$(CONTROLPLANE)/build.sh
+	export OCTOPUS_OPERATOR_CLUSTER=$${OCTOPUS_OPERATOR_CLUSTER:-trials}; \
+	$(CONTROLPLANE)/up.sh >/dev/null; \
+	$(CARGO) build -p octopus-operator --bin octopus-operator; \
+	$(CARGO) test -p octopus-e2e --test trials
 
 ## lint: formatting, clippy with warnings as errors, shellcheck when installed
 lint:

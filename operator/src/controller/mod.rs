@@ -38,6 +38,8 @@ use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::ObjectRef;
+use kube::runtime::utils::ResetTimerBackoff;
+use kube::runtime::watcher::ExponentialBackoff;
 use kube::runtime::{Controller, watcher};
 use kube::{Client, ResourceExt};
 use tracing::{info, instrument, warn};
@@ -239,6 +241,7 @@ pub async fn run_with(
             Some(ObjectRef::<OctopusCluster>::new(&cluster).within(&pod.namespace()?))
         })
         .reconcile_on(woken)
+        .trigger_backoff(trigger_backoff())
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -247,6 +250,22 @@ pub async fn run_with(
             }
         });
     futures::future::join(synced, running).await;
+}
+
+/// The pause after a watch error. kube-runtime's default pauses every watch at once (one
+/// error of any of them sleeps them all), for up to 30 s per error, and forgets only after
+/// 120 s without one: after an API server restart each watch's "too old resource version"
+/// added another 30 s, and steps that wait for a watch event (a pod Ready, the backup Job
+/// done) stalled until the resync (`make trials`, issue 13). Short and soon forgotten
+/// instead: a watch's restart is one list call.
+fn trigger_backoff() -> ResetTimerBackoff<ExponentialBackoff> {
+    let backoff = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(250))
+        .with_max_delay(Duration::from_secs(2))
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times();
+    ResetTimerBackoff::new(backoff.into(), Duration::from_secs(10))
 }
 
 /// One reconcile, wrapped in the finalizer so apply and cleanup are plain functions. Its
@@ -411,3 +430,19 @@ fn error_policy(cluster: Arc<OctopusCluster>, error: &Error, ctx: Arc<Context>) 
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod trigger_backoff_tests {
+    use std::time::Duration;
+
+    #[test]
+    fn a_watch_error_pauses_the_watches_for_seconds_not_half_a_minute() {
+        let delays: Vec<Duration> = super::trigger_backoff().take(50).collect();
+        assert_eq!(delays.len(), 50, "the backoff never gives up");
+        // At most the 2 s cap, doubled by jitter at worst.
+        assert!(
+            delays.iter().all(|d| *d <= Duration::from_secs(4)),
+            "{delays:?}"
+        );
+    }
+}

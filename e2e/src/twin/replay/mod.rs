@@ -6,6 +6,7 @@
 //! Pure: events in, answers out. The log is in sequence order (the twin appends), so a
 //! span is a slice of it plus the nodes as they stood where it begins.
 
+pub mod invariants;
 pub mod upgrade;
 
 use std::collections::{BTreeMap, BTreeSet};

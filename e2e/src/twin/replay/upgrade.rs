@@ -99,7 +99,7 @@ impl StopTheWorld {
 }
 
 /// `major.minor` of a version: the schema line the twin names in migration events.
-fn schema_line(version: &str) -> String {
+pub(crate) fn schema_line(version: &str) -> String {
     version.split('.').take(2).collect::<Vec<_>>().join(".")
 }
 
