@@ -324,6 +324,25 @@ fn the_simulator_catches_an_unsafe_operator() {
     sim.check_world("test");
     caught(&sim, "went back");
 
+    // Lifting maintenance mode while the nodes are stopped on the old version, and once the
+    // first new node runs but is still drained (not serving, not verified).
+    let mut sim = stop_the_world_sim(V1, V2, 3);
+    sim.perform(&Action::SetMaintenance(true));
+    sim.apply_statefulset(&StatefulSetWant {
+        version: V1.into(),
+        replicas: 0,
+    });
+    sim.perform(&Action::SetMaintenance(false));
+    caught(&sim, "while nodes are stopped on 2024.1.10@0");
+    let mut sim = stop_the_world_sim(V1, V2, 3);
+    sim.run_until(300, |d| {
+        step_of(d) == (Some(StepKind::Undrain), Some("octo-0"))
+    });
+    assert!(sim.violations.is_empty(), "{}", sim.story());
+    sim.perform(&drain(0, true));
+    sim.perform(&Action::SetMaintenance(false));
+    caught(&sim, "before a node serves verified on");
+
     // Acting before the plan is recorded, and maintenance mode with no record.
     let mut sim = stop_the_world_sim(V1, V2, 3);
     let o = sim.observe();
