@@ -187,6 +187,16 @@ fn a_schema_upgrade_survives_a_kill_between_act_and_record_at_every_point() {
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
 }
 
+/// Five nodes: the rest start after maintenance mode is lifted, so kills land while the
+/// cluster serves on node 0 and the others still join.
+#[test]
+fn a_five_node_schema_upgrade_survives_a_kill_at_every_point() {
+    let setup = || stop_the_world_sim(V1, V2, 5);
+    let mut failures = sweep(&setup, Kill::AfterApply, V2);
+    failures.extend(sweep(&setup, Kill::BeforeRecord, V2));
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
 #[test]
 fn a_rolling_upgrade_stays_safe_when_the_spec_or_the_clock_changes_after_a_kill() {
     let failures = sweep_with_changes(&|| rolling_sim(V1, V1_PATCH, 3), V1_PATCH);
