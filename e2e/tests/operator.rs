@@ -241,6 +241,23 @@ async fn minor_upgrade_waits_for_approval_then_stops_the_world() {
         .rfind(|(_, on)| !*on)
         .expect("maintenance off")
         .0;
+    // Users got the cluster back once the schema was migrated and node 0 served on the new
+    // version, before the other nodes started; no old-version node started after that.
+    let stw = replay.stop_the_world("2024.2.50");
+    let migrated = stw.migrated.expect("schema migrated");
+    let serving = stw.first_serving_new.expect("a node served on 2024.2.50");
+    let lifted = stw.maintenance_off.expect("maintenance off");
+    assert!(migrated <= serving && serving <= lifted, "{stw:?}");
+    assert_eq!(stw.starts.len(), 3, "{stw:?}");
+    assert!(
+        stw.starts[1..].iter().all(|n| n.starting > lifted),
+        "the other nodes started before maintenance mode was lifted: {stw:?}"
+    );
+    assert!(
+        !events.iter().any(|e| e.at > migrated
+            && matches!(&e.kind, EventKind::NodeStarting { version, .. } if version != "2024.2.50")),
+        "an old-version node started after the schema migrated"
+    );
     // Never two versions running at once, never a schema violation or aborted migration.
     if let Some(mixed) = replay.mixed_versions().first() {
         panic!(

@@ -75,11 +75,18 @@ async fn run() -> Result<()> {
         .context("patch upgrades of 5 nodes")?;
     report::rolling(&[&patch3, &patch5]);
 
-    progress("minor stop-the-world upgrades, 3 nodes");
-    let minor = upgrades::minor(3)
-        .await
-        .context("minor upgrades of 3 nodes")?;
-    report::minor(&minor);
+    let mut minors = Vec::new();
+    for nodes in [3, 5, 16] {
+        progress(&format!("minor stop-the-world upgrades, {nodes} nodes"));
+        let runs = upgrades::minor(nodes)
+            .await
+            .with_context(|| format!("minor upgrades of {nodes} nodes"))?;
+        report::minor(&runs);
+        minors.push(runs);
+    }
+    let [minor, minor5, minor16] = &minors[..] else {
+        anyhow::bail!("three sets of minor upgrades");
+    };
 
     let mut medians = Vec::new();
     for (name, run) in [
@@ -93,7 +100,7 @@ async fn run() -> Result<()> {
         ),
         (
             "minor N=3",
-            upgrades::median(&minor, |m| &m.run).map(|m| &m.run),
+            upgrades::median(minor, |m| &m.run).map(|m| &m.run),
         ),
     ] {
         if let Some(run) = run {
@@ -101,6 +108,7 @@ async fn run() -> Result<()> {
         }
     }
     report::reconciles(&medians);
+    report::summary(&[&patch3, &patch5], &[minor, minor5, minor16]);
 
     progress("operator process: idle, 1 cluster, many clusters");
     let mem = memory::run(&cluster).await.context("operator process")?;

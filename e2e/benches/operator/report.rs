@@ -200,13 +200,13 @@ pub fn minor(runs: &[Minor]) {
             _ => dash(),
         },
     );
+    row(&mut t, "maintenance mode on", &|m| {
+        m.maintenance().map_or_else(dash, secs)
+    });
     row(
         &mut t,
-        "maintenance mode on",
-        &|m| match (m.stw.maintenance_on, m.stw.maintenance_off) {
-            (Some(on), Some(off)) => secs(span(on, off)),
-            _ => dash(),
-        },
+        "  irreducible (drain + backup + migration + 1 start)",
+        &|m| secs(m.irreducible_maintenance()),
     );
     row(&mut t, "deployments refused", &|m| {
         m.run.tasks.refused.to_string()
@@ -226,7 +226,7 @@ pub fn minor(runs: &[Minor]) {
     let origin = m.run.since;
     let mut tl = Table::new(
         format!(
-            "2b. Timeline of the median run {} -> {} (after the spec change)",
+            "2b. Timeline of the median run {} -> {}, N={nodes} (after the spec change)",
             m.run.from, m.run.to
         ),
         &["at"],
@@ -264,6 +264,59 @@ pub fn minor(runs: &[Minor]) {
     tl.row("maintenance mode off", vec![at(origin, f.maintenance_off)]);
     tl.row("Ready in status", vec![at(origin, Some(m.run.ready))]);
     tl.print();
+}
+
+/// Section 0, side by side: the upgrade overhead per (strategy, N) and the time users
+/// lose to maintenance mode per N, each against what the twin makes irreducible. Median
+/// runs by wall time.
+pub fn summary(patches: &[&[Rolling]], minors: &[&[Minor]]) {
+    let patch: Vec<&Rolling> = patches
+        .iter()
+        .filter_map(|set| upgrades::median(set, |r| &r.run))
+        .collect();
+    let minor: Vec<&Minor> = minors
+        .iter()
+        .filter_map(|set| upgrades::median(set, |m| &m.run))
+        .collect();
+    let ratio = |a: Duration, b: Duration| format!("{:.2}x", a.as_secs_f64() / b.as_secs_f64());
+    let mut labels: Vec<String> = patch
+        .iter()
+        .map(|r| format!("patch N={}", r.run.nodes))
+        .collect();
+    labels.extend(minor.iter().map(|m| format!("minor N={}", m.run.nodes)));
+    let columns: Vec<&str> = labels.iter().map(String::as_str).collect();
+    let mut t = Table::new(
+        "0. Summary: overhead and maintenance mode (median runs; the played world)",
+        &columns,
+    );
+    t.note(
+        "overhead = wall / irreducible (the twin's waits: drains, backup, migration, starts); \
+         maintenance = maintenance-mode seconds / (drain + backup + migration + one start)",
+    );
+    let blank = || "-".to_string();
+    let cells = |p: &dyn Fn(&Rolling) -> String, m: &dyn Fn(&Minor) -> String| {
+        let mut row: Vec<String> = patch.iter().map(|r| p(r)).collect();
+        row.extend(minor.iter().map(|x| m(x)));
+        row
+    };
+    let wall = cells(&|r| secs(r.run.wall), &|m| secs(m.run.wall));
+    let irreducible = cells(&|r| secs(r.irreducible()), &|m| secs(m.irreducible()));
+    let overhead = cells(&|r| ratio(r.run.wall, r.irreducible()), &|m| {
+        ratio(m.run.wall, m.irreducible())
+    });
+    let maintenance = cells(&|_| blank(), &|m| m.maintenance().map_or_else(blank, secs));
+    let maintenance_min = cells(&|_| blank(), &|m| secs(m.irreducible_maintenance()));
+    let maintenance_ratio = cells(&|_| blank(), &|m| {
+        m.maintenance()
+            .map_or_else(blank, |d| ratio(d, m.irreducible_maintenance()))
+    });
+    t.row("wall: spec change -> Ready", wall);
+    t.row("irreducible", irreducible);
+    t.row("overhead: wall / irreducible", overhead);
+    t.row("maintenance mode on", maintenance);
+    t.row("  irreducible", maintenance_min);
+    t.row("  maintenance / irreducible", maintenance_ratio);
+    t.print();
 }
 
 /// Section 3, the operator's reconciles and Octopus API requests per upgrade.

@@ -132,6 +132,22 @@ impl Minor {
         self.stw.drain_wait + BACKUP_RUN + self.stw.migration() + self.stw.start_delays()
     }
 
+    /// Maintenance mode on -> off: deployments are refused all along.
+    pub fn maintenance(&self) -> Option<Duration> {
+        Some(span(self.stw.maintenance_on?, self.stw.maintenance_off?))
+    }
+
+    /// What maintenance mode cannot go below: task drain + backup + schema migration + the
+    /// first node's start on the new version.
+    pub fn irreducible_maintenance(&self) -> Duration {
+        let first_start = self.stw.starts.first().map_or(Duration::ZERO, |s| {
+            s.running
+                .map_or(Duration::ZERO, |r| span(s.starting, r))
+                .saturating_sub(self.stw.migration())
+        });
+        self.stw.drain_wait + BACKUP_RUN + self.stw.migration() + first_start
+    }
+
     /// First node stopped -> first node serving on the new version.
     pub fn downtime(&self) -> Option<Duration> {
         Some(span(self.stw.first_stop?, self.stw.first_serving_new?))

@@ -5,10 +5,11 @@
 //!   wait-ready -> verify-version -> undrain; at most one node is ever out of service.
 //! - `stop-the-world` (schema changes): Octopus's HA procedure. Maintenance mode on, drain
 //!   every node, wait for tasks, back up database + Master Key, stop every node, start one
-//!   node on the new version and wait for its schema upgrade, start the rest, verify,
-//!   undrain, maintenance mode off. No node of the new version starts while an old one
-//!   runs: since 2023.2.9755 Octopus aborts such a schema upgrade, and older versions can
-//!   corrupt data.
+//!   node on the new version and wait for its schema upgrade, undrain it and turn
+//!   maintenance mode off (users are served again), then start the rest, verify, undrain
+//!   them. No node of the new version starts while an old one runs: since 2023.2.9755
+//!   Octopus aborts such a schema upgrade, and older versions can corrupt data. No old
+//!   node starts once the first new one has: the schema is migrated.
 //!
 //! Nodes are StatefulSet ordinals `0..nodes`. Rolling goes from the highest ordinal down,
 //! as a StatefulSet rolling update does; stop-the-world starts ordinal 0 first, as a
@@ -218,12 +219,16 @@ fn stop_the_world(nodes: u32) -> Vec<Step> {
         Step::StartFirst { node: 0 },
         Step::WaitSchema,
     ]);
+    // The schema is migrated and the first node serves on the new version: users get the
+    // cluster back now. Only new-version nodes can start from here on (the template runs
+    // the new version, and no old node starts on a migrated database), so the rest join a
+    // serving cluster the way a scale-up does. A node's drain flag lives in the database:
+    // every restarted node is still drained until its own undrain.
+    steps.extend([Step::Undrain { node: 0 }, Step::MaintenanceOff]);
     if nodes > 1 {
         steps.push(Step::StartRest);
     }
     steps.push(Step::Verify);
-    // A node's drain flag lives in the database, so restarted nodes are still drained.
-    steps.extend((0..nodes).map(|node| Step::Undrain { node }));
-    steps.push(Step::MaintenanceOff);
+    steps.extend((1..nodes).map(|node| Step::Undrain { node }));
     steps
 }

@@ -596,11 +596,11 @@ fn stop_the_world_follows_octopus_ha_procedure() {
             "stop-all:-",
             "start-first:0",
             "wait-schema:-",
+            "undrain:0",
+            "maintenance-off:-",
             "start-rest:-",
             "verify:-",
-            "undrain:0",
             "undrain:1",
-            "maintenance-off:-",
         ]
     );
     assert!(!Strategy::StopTheWorld.steps(1).contains(&Step::StartRest));

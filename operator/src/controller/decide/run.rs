@@ -249,8 +249,9 @@ fn walk(
 }
 
 /// The way back from a schema upgrade whose first node failed: stop it, start the old
-/// version again (one node first), verify, undrain, maintenance mode off. No backup and no
-/// safety hold on stopping: the node being stopped never served.
+/// version again on one node, undrain it and lift maintenance mode once it serves on the
+/// restored database, then start, verify and undrain the rest. No backup and no safety
+/// hold on stopping: the node being stopped never served.
 fn return_plan(o: &Observed, failed: &Upgrade) -> Upgrade {
     let replicas = failed.replicas.unwrap_or(o.spec.replicas);
     let nodes = u32::try_from(replicas.max(1)).unwrap_or(1);

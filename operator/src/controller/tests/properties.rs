@@ -479,7 +479,7 @@ proptest! {
     /// after which the spec or the clock may change.
     #[test]
     fn prop_randomised_walks_stay_safe_and_converge(
-        n in 1u32..=4,
+        n in 1u32..=6,
         schema in any::<bool>(),
         spawn_every in prop::option::of(1u32..6),
         task_ticks in 1u32..8,

@@ -187,6 +187,16 @@ fn a_schema_upgrade_survives_a_kill_between_act_and_record_at_every_point() {
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
 }
 
+/// Five nodes: the rest start after maintenance mode is lifted, so kills land while the
+/// cluster serves on node 0 and the others still join.
+#[test]
+fn a_five_node_schema_upgrade_survives_a_kill_at_every_point() {
+    let setup = || stop_the_world_sim(V1, V2, 5);
+    let mut failures = sweep(&setup, Kill::AfterApply, V2);
+    failures.extend(sweep(&setup, Kill::BeforeRecord, V2));
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
 #[test]
 fn a_rolling_upgrade_stays_safe_when_the_spec_or_the_clock_changes_after_a_kill() {
     let failures = sweep_with_changes(&|| rolling_sim(V1, V1_PATCH, 3), V1_PATCH);
@@ -323,6 +333,25 @@ fn the_simulator_catches_an_unsafe_operator() {
     });
     sim.check_world("test");
     caught(&sim, "went back");
+
+    // Lifting maintenance mode while the nodes are stopped on the old version, and once the
+    // first new node runs but is still drained (not serving, not verified).
+    let mut sim = stop_the_world_sim(V1, V2, 3);
+    sim.perform(&Action::SetMaintenance(true));
+    sim.apply_statefulset(&StatefulSetWant {
+        version: V1.into(),
+        replicas: 0,
+    });
+    sim.perform(&Action::SetMaintenance(false));
+    caught(&sim, "while nodes are stopped on 2024.1.10@0");
+    let mut sim = stop_the_world_sim(V1, V2, 3);
+    sim.run_until(300, |d| {
+        step_of(d) == (Some(StepKind::Undrain), Some("octo-0"))
+    });
+    assert!(sim.violations.is_empty(), "{}", sim.story());
+    sim.perform(&drain(0, true));
+    sim.perform(&Action::SetMaintenance(false));
+    caught(&sim, "before a node serves verified on");
 
     // Acting before the plan is recorded, and maintenance mode with no record.
     let mut sim = stop_the_world_sim(V1, V2, 3);

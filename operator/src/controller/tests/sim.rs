@@ -139,6 +139,8 @@ pub struct Sim {
     pub new_template_started: bool,
     /// Most nodes out of service at one moment (rolling).
     pub max_out: usize,
+    /// When each event of the timeline happened.
+    pub timeline_at: Vec<Timestamp>,
     /// Pods the operator deleted, in order.
     pub replaced: Vec<String>,
     /// What happened in the world, in order.
@@ -186,6 +188,7 @@ impl Sim {
             expect: Expect::default(),
             new_template_started: false,
             max_out: 0,
+            timeline_at: Vec::new(),
             replaced: Vec::new(),
             timeline: Vec::new(),
             log: Vec::new(),
@@ -277,6 +280,12 @@ impl Sim {
 
     pub fn event(&mut self, what: String) {
         self.timeline.push(what);
+        self.timeline_at.push(self.now);
+    }
+
+    /// When the first event `what` of the timeline happened.
+    pub fn when(&self, what: &str) -> Timestamp {
+        self.timeline_at[pos(&self.timeline, what)]
     }
 
     pub fn violation(&mut self, what: String) {
@@ -434,6 +443,9 @@ impl Sim {
     pub fn perform(&mut self, action: &Action) {
         match action {
             Action::SetMaintenance(on) => {
+                if self.maintenance && !*on {
+                    self.check_maintenance_off();
+                }
                 if self.maintenance != *on {
                     self.event(format!("maintenance:{}", if *on { "on" } else { "off" }));
                 }
@@ -797,14 +809,7 @@ impl Sim {
             Some(Strategy::StopTheWorld) => {
                 // The acknowledged way back after a failed migration (the database was
                 // restored) may go back to the old version; a later attempt starts afresh.
-                let returning = (self.spec.version == self.expect.from
-                    && self.spec.upgrade.restored_backup.is_some())
-                    || self
-                        .status
-                        .upgrade
-                        .as_ref()
-                        .is_some_and(|u| typed(u).is_return());
-                if returning {
+                if self.returning() {
                     self.new_template_started = false;
                 }
                 if let Some(sts) = self.sts.clone() {
@@ -812,7 +817,7 @@ impl Sim {
                     let full = i32::try_from(self.expect.replicas).expect("small");
                     let backup_needed = !self.spec.upgrade.backup_skipped();
                     if template == self.expect.from && sts.replicas < full {
-                        if !self.maintenance {
+                        if !self.maintenance && !self.returning() {
                             problems.push("nodes stop before maintenance mode is on".into());
                         }
                         // This attempt's own backup: an earlier attempt's does not count.
@@ -875,6 +880,72 @@ impl Sim {
         for p in problems {
             self.violation(format!("{when}: {p}"));
         }
+    }
+
+    /// Lifting maintenance mode during a schema upgrade gives the cluster back to users
+    /// before the last node is verified. Only once nothing old can run again: the template
+    /// runs the new version, no pod of another version is left, and a node that is ready on
+    /// the new version, undrained and reported on it by Octopus serves (so the schema is
+    /// migrated). Before anything stopped it is always allowed: nothing was taken away.
+    fn check_maintenance_off(&mut self) {
+        if self.expect.strategy != Some(Strategy::StopTheWorld) || self.returning() {
+            return;
+        }
+        let to = self.expect.to.clone();
+        let full = i32::try_from(self.expect.replicas).expect("small");
+        let Some(sts) = self.sts.clone() else {
+            return;
+        };
+        let template = sts.version.unwrap_or_default();
+        if template != to && sts.replicas >= full {
+            return;
+        }
+        let mut problems = Vec::new();
+        if template != to {
+            problems.push(format!(
+                "maintenance mode off while nodes are stopped on {template}@{}, before the \
+                 schema is migrated",
+                sts.replicas
+            ));
+        }
+        let old: Vec<&str> = self
+            .pods
+            .values()
+            .filter(|p| p.version.as_deref() != Some(to.as_str()))
+            .map(|p| p.name.as_str())
+            .collect();
+        if !old.is_empty() {
+            problems.push(format!(
+                "maintenance mode off while {old:?} run an old version"
+            ));
+        }
+        let serving = self.pods.values().any(|p| {
+            p.ready
+                && !p.terminating
+                && p.version.as_deref() == Some(to.as_str())
+                && self.nodes.get(&p.name).is_some_and(|n| {
+                    !n.drained && !n.offline && n.version.as_deref() == Some(to.as_str())
+                })
+        });
+        if !serving {
+            problems.push(format!(
+                "maintenance mode off before a node serves verified on {to}"
+            ));
+        }
+        for p in problems {
+            self.violation(p);
+        }
+    }
+
+    /// A return plan (back to the old version after a failed migration) is under way or
+    /// acknowledged.
+    fn returning(&self) -> bool {
+        (self.spec.version == self.expect.from && self.spec.upgrade.restored_backup.is_some())
+            || self
+                .status
+                .upgrade
+                .as_ref()
+                .is_some_and(|u| typed(u).is_return())
     }
 
     /// Invariants of one decision against the world it was made on.

@@ -193,10 +193,18 @@ fn minor_upgrade_stops_the_world_with_backup_first_and_no_mixed_versions() {
             && rest < created1,
         "{t:?}"
     );
-    // Maintenance off is the very last thing Octopus is told, after every undrain.
+    // Users get the cluster back as soon as node 0 has migrated the schema and serves
+    // verified: maintenance off after its undrain, before the other nodes start; they are
+    // undrained one by one once verified.
     let off = at("maintenance:off");
-    for n in 0..3 {
-        assert!(at(&format!("undrain:{}", pod_name(n))) < off, "{t:?}");
+    let undrained0 = at(&format!("undrain:{}", pod_name(0)));
+    assert!(
+        ready0 < undrained0 && undrained0 < off && off < rest,
+        "{t:?}"
+    );
+    for n in 1..3 {
+        let ready = at(&format!("pod-ready:{}@{V2}", pod_name(n)));
+        assert!(ready < at(&format!("undrain:{}", pod_name(n))), "{t:?}");
     }
     assert_eq!(last_pos(&t, "maintenance:"), Some(off));
     // Stop-the-world never deletes pods one by one.
@@ -243,14 +251,35 @@ fn minor_upgrade_stops_the_world_with_backup_first_and_no_mixed_versions() {
             (StepKind::StopAll, None),
             (StepKind::StartFirst, Some("octo-0")),
             (StepKind::WaitSchema, None),
+            (StepKind::Undrain, Some("octo-0")),
+            (StepKind::MaintenanceOff, None),
             (StepKind::StartRest, None),
             (StepKind::Verify, None),
-            (StepKind::Undrain, Some("octo-0")),
             (StepKind::Undrain, Some("octo-1")),
             (StepKind::Undrain, Some("octo-2")),
-            (StepKind::MaintenanceOff, None),
         ]
     );
+}
+
+#[test]
+fn maintenance_mode_ends_as_soon_after_the_first_start_whatever_the_cluster_size() {
+    // Maintenance mode ends once node 0 serves on the new version, before any other node
+    // starts: from the first start on, how long users are refused does not grow with the
+    // nodes still to start.
+    let mut lifted = Vec::new();
+    for n in [1, 2, 4, 8] {
+        let mut sim = stop_the_world_sim(V1, V2, n);
+        sim.run(600);
+        sim.assert_converged(V2);
+        let t = &sim.timeline;
+        let off = pos(t, "maintenance:off");
+        if n > 1 {
+            assert!(off < pos(t, &format!("pod-created:octo-1@{V2}")), "{t:?}");
+        }
+        let first_start = sim.when(&format!("sts:{V2}@1"));
+        lifted.push(sim.when("maintenance:off").duration_since(first_start));
+    }
+    assert!(lifted.windows(2).all(|w| w[0] == w[1]), "{lifted:?}");
 }
 
 #[test]
