@@ -16,8 +16,11 @@
 //!   drained scale-down, walked through the simulated world.
 //! - [`way_back`]: after a failed migration: a backup per attempt, the acknowledged way
 //!   back, a template edited below the schema.
+//! - [`conflicts`]: every spec edit at every moment of a patch roll and a schema upgrade,
+//!   against the README's conflicting-edits table.
 
 mod cases;
+mod conflicts;
 mod drift;
 mod evictions;
 pub(super) mod fixtures;
