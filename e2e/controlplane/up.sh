@@ -16,6 +16,11 @@
 # there (the twin keeps playing kubelet for the others); a namespace opts its pods in
 # with the PodTolerationRestriction annotation scheduler.alpha.kubernetes.io/defaultTolerations.
 #
+# The API server writes an audit log (Metadata level: who did what to which resource, no
+# bodies) to <run>/audit/audit.log, JSON lines, rotated at 100 MB with one backup kept;
+# e2e/tests/rbac_audit.rs reads it to compare what the operator's ServiceAccount used with
+# what the chart grants. down.sh removes it with the rest of the state.
+#
 # Idempotent: a healthy control plane in the run directory is reused; anything else there
 # (stale pids, half-started processes, old ports) is stopped and replaced by a fresh one
 # with new certificates and an empty etcd. Prints the admin kubeconfig path on stdout;
@@ -49,6 +54,7 @@ healthy() {
   # shellcheck source=/dev/null
   source "$run/state.env"
   [[ ${STATE_K8S_VERSION:-} == "$K8S_VERSION" ]] || return 1
+  [[ -f "$run/audit-policy.yaml" ]] || return 1 # started before the audit log existed
   local c
   for c in "${components[@]}"; do pid_of "$c" >/dev/null || return 1; done
   [[ $(api /readyz) == ok ]] || return 1
@@ -225,6 +231,22 @@ if ((STATE_NODE)); then
     --kubelet-preferred-address-types=InternalIP
     --kubelet-client-certificate="$pki/apiserver-kubelet-client.crt" --kubelet-client-key="$pki/apiserver-kubelet-client.key")
 fi
+# Audit: Metadata for requests by people and ServiceAccounts; nothing for the node's own
+# components and the health probes, which would only make the log long.
+mkdir -p "$run/audit"
+cat >"$run/audit-policy.yaml" <<'POLICY'
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: None
+    userGroups: ["system:nodes"]
+  - level: None
+    users: ["system:kube-scheduler", "system:kube-proxy", "system:kube-controller-manager", "system:apiserver"]
+  - level: None
+    nonResourceURLs: ["/healthz*", "/readyz*", "/livez*"]
+  - level: Metadata
+POLICY
 start kube-apiserver --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
   --bind-address="$APISERVER_HOST" --advertise-address="$APISERVER_HOST" --secure-port="$APISERVER_PORT" \
   --cert-dir="$run/apiserver" --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
@@ -233,6 +255,9 @@ start kube-apiserver --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
   --service-account-issuer=https://kubernetes.default.svc.cluster.local \
   --service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key" \
   --service-cluster-ip-range="$service_cidr" --allow-privileged=true --profiling=false \
+  --audit-policy-file="$run/audit-policy.yaml" --audit-log-path="$run/audit/audit.log" \
+  --audit-log-format=json --audit-log-mode=blocking \
+  --audit-log-maxsize=100 --audit-log-maxbackup=1 --audit-log-maxage=1 \
   "${apiserver_node_args[@]}"
 wait_for "kube-apiserver /readyz" 120 api /readyz
 log "kube-apiserver ready on $APISERVER_HOST:$APISERVER_PORT ($(elapsed))"

@@ -1,6 +1,7 @@
 //! End-to-end proving ground: the Octopus Server twin, the real control plane harness
 //! and the scenarios' shared helpers.
 
+pub mod chart;
 pub mod cluster;
 pub mod helm;
 pub mod jobs;

@@ -68,6 +68,17 @@ pub struct OperatorProcess {
 impl OperatorProcess {
     /// Starts the operator for `s` with `extra` flags (e.g. leader election settings).
     pub async fn start(s: &Scenario, label: &str, extra: &[String]) -> Result<Self> {
+        Self::start_as(s, label, extra, s.cluster.kubeconfig()).await
+    }
+
+    /// [`OperatorProcess::start`] with the credentials of `kubeconfig` instead of the
+    /// admin's (e.g. a ServiceAccount token, to run under the chart's RBAC).
+    pub async fn start_as(
+        s: &Scenario,
+        label: &str,
+        extra: &[String],
+        kubeconfig: &Path,
+    ) -> Result<Self> {
         let binary = operator_binary().await?;
         let port = free_port()?;
         let log = std::env::temp_dir().join(format!("octopus-e2e-{}-{label}.log", s.ns.name()));
@@ -93,7 +104,7 @@ impl OperatorProcess {
                 s.twin.base_url()
             ))
             .args(extra)
-            .env("KUBECONFIG", s.cluster.kubeconfig())
+            .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info")
             .env_remove("POD_NAME")
             .env_remove("POD_NAMESPACE")

@@ -17,8 +17,11 @@
 //! - [`slots`]: the cap on concurrent upgrades, decided once and walked by a fleet.
 //! - [`way_back`]: after a failed migration: a backup per attempt, the acknowledged way
 //!   back, a template edited below the schema.
+//! - [`conflicts`]: every spec edit at every moment of a patch roll and a schema upgrade,
+//!   against the README's conflicting-edits table.
 
 mod cases;
+mod conflicts;
 mod drift;
 mod evictions;
 pub(super) mod fixtures;
