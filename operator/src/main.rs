@@ -61,6 +61,9 @@ struct RunArgs {
     /// How often to look at Octopus while waiting on it, e.g. 5s.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     poll_interval: Duration,
+    /// How often a cluster with nothing under way is looked at again, e.g. 5m.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    resync_interval: Duration,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -249,8 +252,8 @@ async fn operate(args: RunArgs) -> ExitCode {
         api_url_template: args.api_url_template,
         node_url_template: args.node_url_template,
         poll_interval: args.poll_interval,
+        resync_interval: args.resync_interval,
         namespace: args.namespace,
-        ..controller::Config::default()
     };
     info!(?config, %addr, lease = ?election.as_ref().map(Election::lease), "octopus-operator starting");
     let (m, h) = (metrics.clone(), health.clone());
