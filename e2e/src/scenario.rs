@@ -177,6 +177,15 @@ impl Scenario {
         Self::start_in(None, prefix, twin_config).await
     }
 
+    /// [`Scenario::start_without_operator`] in `world`, whatever [`WORLD_ENV`] says.
+    pub async fn start_without_operator_in(
+        world: World,
+        prefix: &str,
+        twin_config: TwinConfig,
+    ) -> Result<Self> {
+        Self::start_in(Some(world), prefix, twin_config).await
+    }
+
     async fn start_in(world: Option<World>, prefix: &str, twin_config: TwinConfig) -> Result<Self> {
         let cluster = TestCluster::shared()
             .await
