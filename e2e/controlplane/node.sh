@@ -241,7 +241,21 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "$cni_bin"
     conf_dir = "$node_dir/cni/net.d"
+  # Nothing is pulled: every image is imported. A missing one (a scenario's image that
+  # cannot be pulled) must fail here, never dial a registry: docker.io and any other
+  # registry resolve to a closed port on the node's own loopback.
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "$node_dir/containerd/certs.d"
 EOF
+  local registry
+  for registry in _default docker.io; do
+    mkdir -p "$node_dir/containerd/certs.d/$registry"
+    cat >"$node_dir/containerd/certs.d/$registry/hosts.toml" <<EOF
+server = "http://127.0.0.1:1"
+[host."http://127.0.0.1:1"]
+  capabilities = ["pull", "resolve"]
+EOF
+  done
   # Pods get only a route to 198.18.0.0/15 (their subnet, the Services, the host's end):
   # no default route, and ipMasq off.
   cat >"$node_dir/cni/net.d/10-octopus.conflist" <<EOF

@@ -1,8 +1,9 @@
-//! Plays kubelet for backup Job pods of one namespace (the real node, if any, does not
-//! take them: they do not tolerate its taint): each pod of a backup Job "runs" for a
-//! moment and then succeeds, or fails while failure is switched on. Records when each
-//! backup finished, so scenarios can check that the backup came before any Octopus node
-//! stopped.
+//! A scenario's backups ([`Backups`]): on the real node the backup Job's pod runs for real
+//! and asks the database twin for the backup (`/_db/backups`, recorded in its event log);
+//! in the played world [`JobRunner`] plays kubelet for backup Job pods of one namespace:
+//! each pod of a backup Job "runs" for a moment and then succeeds, or fails while failure
+//! is switched on. Either way scenarios see when each backup finished, so they can check
+//! that the backup came before any Octopus node stopped.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,15 +18,54 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 use tokio::task::JoinHandle;
 
+use crate::twin::database::DatabaseBackups;
+
 /// Label value of backup pods (set by the operator's backup Job builder).
 const BACKUP_SELECTOR: &str = "app.kubernetes.io/name=octopus-backup";
 
-/// A finished backup pod.
+/// A finished backup: its pod (played world) or its BACKUP_NAME, the Job's name (real
+/// node).
 #[derive(Clone, Debug)]
 pub struct BackupRun {
     pub pod: String,
     pub succeeded: bool,
     pub at: Timestamp,
+}
+
+/// The backups of a scenario's world.
+pub enum Backups {
+    /// Backup pods played by [`JobRunner`].
+    Played(JobRunner),
+    /// Backup pods on the real node, taken by the database twin.
+    Real(DatabaseBackups),
+}
+
+impl Backups {
+    /// Makes backups fail (true) or succeed (false) from now on.
+    pub fn set_failing(&self, failing: bool) {
+        match self {
+            Self::Played(runner) => runner.set_failing(failing),
+            Self::Real(db) => db.set_failing(failing),
+        }
+    }
+
+    /// The backups finished so far, oldest first.
+    pub fn runs(&self) -> Vec<BackupRun> {
+        match self {
+            Self::Played(runner) => runner.runs(),
+            Self::Real(db) => db
+                .taken()
+                .into_iter()
+                .map(|(pod, succeeded, at)| BackupRun { pod, succeeded, at })
+                .collect(),
+        }
+    }
+
+    pub fn stop(&self) {
+        if let Self::Played(runner) = self {
+            runner.stop();
+        }
+    }
 }
 
 /// The running job kubelet.

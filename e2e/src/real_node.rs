@@ -13,19 +13,20 @@
 //! changes); either way it reaches the nodes by the default in-cluster URL templates. The
 //! shared volumes are [`crate::storage`]'s hostPath volumes.
 
+use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
-use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 
 use crate::cluster::{TestCluster, TestNamespace};
 use crate::operator_process::operator_binary;
 use crate::process::Process;
-use crate::scenario::API_KEY;
+use crate::scenario;
 use crate::twin::{GeneratorConfig, Timing, Twin, TwinConfig, TwinHandle};
 use octopus_operator::api::OctopusCluster;
 
@@ -110,6 +111,12 @@ impl RealNode {
         format!("198.18.{}.1", self.slot)
     }
 
+    /// The node's end of the veth: where host processes reach what listens in the node's
+    /// network namespace.
+    pub fn node_ip(&self) -> String {
+        format!("198.18.{}.2", self.slot)
+    }
+
     /// CoreDNS, on the pods' gateway.
     pub fn dns_ip(&self) -> String {
         format!("198.18.{}.129", self.slot)
@@ -124,11 +131,17 @@ impl RealNode {
     }
 
     /// Builds the Octopus node images when missing (cached) and imports every tag into
-    /// the node's containerd.
+    /// the node's containerd, once per test process.
     pub async fn import_octopus_images(&self) -> Result<()> {
-        self.script("controlplane/octopus-images.sh", &["--import"])
+        static IMPORTED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+        IMPORTED
+            .get_or_try_init(|| async {
+                self.script("controlplane/octopus-images.sh", &["--import"])
+                    .await
+                    .map(drop)
+            })
             .await
-            .map(drop)
+            .copied()
     }
 
     /// `make image` of this checkout (a no-op build when nothing changed) imported into
@@ -195,21 +208,7 @@ impl RealNode {
     /// The Secrets [`cluster_spec`] names in `ns`: the connection string of `db`, the
     /// master key and the API key.
     pub async fn octopus_secrets(&self, ns: &TestNamespace, db: &TwinHandle) -> Result<()> {
-        let secrets: Api<Secret> = ns.api();
-        let connection_string = self.connection_string(db, ns.name());
-        for (name, data) in [
-            ("octopus-db", json!({"connectionString": connection_string})),
-            (
-                "octopus",
-                json!({"masterKey": "6EdU6IWsCtMEwk0kPKflQQ==", "apiKey": API_KEY}),
-            ),
-        ] {
-            let secret: Secret = serde_json::from_value(json!({
-                "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": data,
-            }))?;
-            secrets.create(&PostParams::default(), &secret).await?;
-        }
-        Ok(())
+        scenario::octopus_secrets(ns, &self.connection_string(db, ns.name())).await
     }
 
     /// Lets the pods of `ns` onto the tainted node: the namespace's default tolerations
@@ -238,40 +237,56 @@ impl RealNode {
         ns: &TestNamespace,
     ) -> Result<OperatorInNode> {
         let binary = operator_binary().await?;
-        let dir = std::env::temp_dir().join(format!("octopus-e2e-{}", ns.name()));
+        let single = ["--leader-elect=false".to_string()];
+        self.spawn_operator(&binary, cluster, ns.name(), "operator", &single)
+    }
+
+    /// [`RealNode::start_operator`] of `binary` with `extra` flags; `label` names its log
+    /// (several may run at once, in one namespace or many). Its /metrics, /healthz and
+    /// /readyz listen on a port the kernel picks on the node's address, reachable from
+    /// the host ([`OperatorInNode::metrics_url`]).
+    pub fn spawn_operator(
+        &self,
+        binary: &Path,
+        cluster: &TestCluster,
+        namespace: &str,
+        label: &str,
+        extra: &[String],
+    ) -> Result<OperatorInNode> {
+        let dir = std::env::temp_dir().join(format!("octopus-e2e-{namespace}"));
         std::fs::create_dir_all(&dir)?;
         let resolv = dir.join("resolv.conf");
         std::fs::write(
             &resolv,
             format!(
-                "nameserver {}\nsearch {}.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n",
+                "nameserver {}\nsearch {namespace}.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n",
                 self.dns_ip(),
-                ns.name()
             ),
         )?;
-        let log = dir.join("operator.log");
+        let log = dir.join(format!("{label}.log"));
         let out = std::fs::File::create(&log)?;
         let err = out.try_clone()?;
         let mut command = Command::new("unshare");
         command
             .args(["--mount", "--propagation", "private", "/bin/sh", "-ec"])
-            .arg(r#"mount --bind "$0" /etc/resolv.conf; exec nsenter --net="$1" -- "$2" run --namespace "$3" --poll-interval 300ms --leader-elect=false --metrics-addr 127.0.0.1:19090"#)
+            .arg(r#"mount --bind "$0" /etc/resolv.conf; netns=$1; shift; exec nsenter --net="$netns" -- "$@""#)
             .arg(&resolv)
             .arg(self.netns())
-            .arg(&binary)
-            .arg(ns.name())
+            .arg(binary)
+            .args(["run", "--namespace", namespace, "--poll-interval", "300ms"])
+            .arg(format!("--metrics-addr={}:0", self.node_ip()))
+            .args(extra)
             .env("KUBECONFIG", cluster.kubeconfig())
             .env("RUST_LOG", "info")
+            // Plain log lines: the metrics address is read from them.
+            .env("NO_COLOR", "1")
             .env_remove("POD_NAME")
             .env_remove("POD_NAMESPACE")
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);
         let process = Process::spawn(command).context("starting the operator in the node")?;
-        Ok(OperatorInNode {
-            _process: process,
-            log,
-        })
+        Ok(OperatorInNode { process, log })
     }
 
     /// SIGKILLs a pod's (first) container through containerd, as the OOM killer would:
@@ -298,13 +313,57 @@ impl RealNode {
     }
 }
 
-/// The operator process in the node's network namespace.
+/// The operator process in the node's network namespace; SIGKILLed when dropped.
 pub struct OperatorInNode {
-    _process: Process,
+    process: Process,
     pub log: PathBuf,
 }
 
 impl OperatorInNode {
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    /// `http://ADDR` of its /metrics, /healthz and /readyz, once it has logged where it
+    /// listens (`addr=` of its start line).
+    pub fn metrics_url(&self) -> Option<String> {
+        let log = self.log_text();
+        let line = log
+            .lines()
+            .find(|l| l.contains("octopus-operator starting"))?;
+        let addr = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("addr="))?;
+        Some(format!("http://{addr}"))
+    }
+
+    /// Its /metrics now (blocking, a few milliseconds: the scrape of a scenario's
+    /// synchronous `reconciles`).
+    pub fn scrape(&self) -> Result<String> {
+        let url = self
+            .metrics_url()
+            .context("the operator has not said where it listens yet")?;
+        let addr = url.trim_start_matches("http://");
+        let mut stream = std::net::TcpStream::connect_timeout(
+            &addr.parse().context("the operator's metrics address")?,
+            Duration::from_secs(2),
+        )?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        write!(stream, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        let (head, body) = response
+            .split_once("\r\n\r\n")
+            .context("no HTTP answer from /metrics")?;
+        if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+            bail!(
+                "/metrics answered {}",
+                head.lines().next().unwrap_or_default()
+            );
+        }
+        Ok(body.to_string())
+    }
+
     /// Its log so far (for failure messages).
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

@@ -1,6 +1,15 @@
 //! One end-to-end scenario's world: a fresh namespace on the real control plane, the
-//! OctopusCluster CRD, an Octopus twin playing kubelet for that namespace, a backup-Job
-//! runner, and the operator itself (in-process, so a scenario can kill and restart it).
+//! OctopusCluster CRD, the Octopus twin, the backups, and the operator itself, in one of
+//! two [`World`]s:
+//!
+//! - [`World::Real`] (the default when the control plane has a real node, as root): the
+//!   Octopus nodes are real pods of the local node images under kubelet, containerd and
+//!   runc ([`crate::real_node`]); the twin is their shared database on the host; backup
+//!   Jobs run as real pods that ask the database for the backup; the operator is an
+//!   `octopus-operator run` process in the node's network namespace, killed with SIGKILL
+//!   and started again by the scenario, its figures scraped from its /metrics.
+//! - [`World::Played`] (`OCTOPUS_E2E_WORLD=played`, or no node): the twin plays kubelet for
+//!   the namespace, [`JobRunner`] plays the backup pods and the operator runs in-process.
 //!
 //! Nothing here decides for the operator: scenarios only change specs and faults, then
 //! assert on what the API server and the twin's flight recorder show.
@@ -19,24 +28,71 @@ use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
 use crate::cluster::{TestCluster, TestNamespace, wait_until};
-use crate::jobs::JobRunner;
+use crate::jobs::{Backups, JobRunner};
+use crate::operator_process::{operator_binary, sample};
+use crate::real_node::{OperatorInNode, RealNode};
+use crate::storage;
 use crate::twin::{GeneratorConfig, Timing, Twin, TwinConfig, TwinHandle};
 
 /// The API key every scenario's Octopus installation accepts.
 pub const API_KEY: &str = "API-E2ESCENARIO00000000000000000";
 
+/// Environment variable choosing the [`World`]: `real` or `played`.
+pub const WORLD_ENV: &str = "OCTOPUS_E2E_WORLD";
+
+/// Where a scenario's Octopus nodes, backup Jobs and operator run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum World {
+    /// Real pods on the control plane's node; the operator a process in the node.
+    Real,
+    /// The twin plays kubelet; the operator runs in-process.
+    Played,
+}
+
+impl World {
+    /// [`WORLD_ENV`] if set, else real when the control plane has a node.
+    pub fn chosen(cluster: &TestCluster) -> Result<Self> {
+        match std::env::var(WORLD_ENV).unwrap_or_default().as_str() {
+            "real" => Ok(Self::Real),
+            "played" => Ok(Self::Played),
+            "" if RealNode::of(cluster).is_ok() => Ok(Self::Real),
+            "" => Ok(Self::Played),
+            other => bail!("{WORLD_ENV}={other}: expected real or played"),
+        }
+    }
+}
+
 /// The running pieces of one scenario.
 pub struct Scenario {
     pub cluster: TestCluster,
     pub ns: TestNamespace,
+    /// The Octopus twin: the kubelet and load balancer of the played world, the shared
+    /// database of the real one; either way the one event log.
     pub twin: TwinHandle,
-    pub jobs: JobRunner,
-    operator: Option<JoinHandle<()>>,
+    pub jobs: Backups,
+    operator: Option<Operator>,
+    /// The in-process operator's metrics (played world).
     pub metrics: Arc<Metrics>,
-    /// The in-process operator's resync when nothing happens (set before starting it).
+    /// The operator's resync when nothing happens (set before starting it).
     pub resync_interval: Duration,
-    /// The in-process operator's `--max-concurrent-upgrades` (set before starting it).
+    /// The operator's `--max-concurrent-upgrades` (set before starting it).
     pub max_concurrent_upgrades: Option<std::num::NonZeroU32>,
+    real: Option<RealWorld>,
+}
+
+/// The real node's part of a scenario.
+struct RealWorld {
+    node: RealNode,
+    binary: PathBuf,
+    /// Operator processes started so far (names their logs).
+    started: u32,
+    /// Reconciles of operator processes already killed.
+    reconciles_before: u64,
+}
+
+enum Operator {
+    InProcess(JoinHandle<()>),
+    InNode(OperatorInNode),
 }
 
 /// Path of the checked-in CRD.
@@ -100,29 +156,82 @@ pub async fn install_crd(cluster: &TestCluster) -> Result<()> {
 }
 
 impl Scenario {
-    /// Starts everything for a scenario in a fresh namespace named after `prefix`.
+    /// Starts everything for a scenario in a fresh namespace named after `prefix`, in the
+    /// [`World::chosen`] world.
     pub async fn start(prefix: &str, twin_config: TwinConfig) -> Result<Self> {
         let mut scenario = Self::start_without_operator(prefix, twin_config).await?;
         scenario.start_operator();
         Ok(scenario)
     }
 
-    /// [`Scenario::start`] without the in-process operator, for scenarios that run the
-    /// operator binary (see [`crate::operator_process`]).
+    /// [`Scenario::start`] in the played world whatever the control plane has: for the
+    /// scenarios whose fault only the played kubelet makes (each says why).
+    pub async fn start_played(prefix: &str, twin_config: TwinConfig) -> Result<Self> {
+        let mut scenario = Self::start_in(Some(World::Played), prefix, twin_config).await?;
+        scenario.start_operator();
+        Ok(scenario)
+    }
+
+    /// [`Scenario::start`] without the operator (start it with
+    /// [`Scenario::start_operator`]), or for scenarios that run the operator binary
+    /// themselves (see [`crate::operator_process`]).
     pub async fn start_without_operator(prefix: &str, twin_config: TwinConfig) -> Result<Self> {
+        Self::start_in(None, prefix, twin_config).await
+    }
+
+    /// [`Scenario::start_without_operator`] in `world`, whatever [`WORLD_ENV`] says.
+    pub async fn start_without_operator_in(
+        world: World,
+        prefix: &str,
+        twin_config: TwinConfig,
+    ) -> Result<Self> {
+        Self::start_in(Some(world), prefix, twin_config).await
+    }
+
+    async fn start_in(world: Option<World>, prefix: &str, twin_config: TwinConfig) -> Result<Self> {
         let cluster = TestCluster::shared()
             .await
             .context("the e2e control plane is required")?;
+        let world = match world {
+            Some(world) => world,
+            None => World::chosen(&cluster)?,
+        };
         install_crd(&cluster).await?;
         let ns = cluster.namespace(prefix).await?;
-        let twin = Twin::start(TwinConfig {
-            kube: Some(cluster.client()),
-            namespace: Some(ns.name().to_string()),
-            ..twin_config
-        })
-        .await?;
-        let jobs = JobRunner::start(cluster.client(), ns.name());
-        let scenario = Self {
+        let (twin, jobs, real) = match world {
+            World::Played => {
+                let twin = Twin::start(TwinConfig {
+                    kube: Some(cluster.client()),
+                    namespace: Some(ns.name().to_string()),
+                    ..twin_config
+                })
+                .await?;
+                let connection_string = format!(
+                    "Server=mssql;Database=Octopus-{};User Id=octopus;Password=e2e",
+                    ns.name()
+                );
+                octopus_secrets(&ns, &connection_string).await?;
+                let jobs = Backups::Played(JobRunner::start(cluster.client(), ns.name()));
+                (twin, jobs, None)
+            }
+            World::Real => {
+                let node = RealNode::of(&cluster)?;
+                node.import_octopus_images().await?;
+                node.admit(&cluster, &ns).await?;
+                let twin = node.start_database(twin_config).await?;
+                node.octopus_secrets(&ns, &twin).await?;
+                twin.name_database(ns.name(), &node.connection_string(&twin, ns.name()));
+                let jobs = Backups::Real(twin.backups(ns.name()));
+                let real = RealWorld {
+                    node,
+                    binary: operator_binary().await?,
+                    started: 0,
+                    reconciles_before: 0,
+                };
+                (twin, jobs, Some(real))
+            }
+        };
+        Ok(Self {
             cluster,
             ns,
             twin,
@@ -131,43 +240,45 @@ impl Scenario {
             metrics: Arc::new(Metrics::default()),
             resync_interval: Duration::from_secs(30),
             max_concurrent_upgrades: None,
-        };
-        scenario.secrets().await?;
-        Ok(scenario)
+            real,
+        })
     }
 
-    /// The Secrets the sample clusters reference.
-    async fn secrets(&self) -> Result<()> {
-        let api: Api<Secret> = self.ns.api();
-        let secret = |name: &str, data: Value| -> Result<Secret> {
-            Ok(serde_json::from_value(json!({
-                "apiVersion": "v1", "kind": "Secret",
-                "metadata": {"name": name},
-                "stringData": data,
-            }))?)
-        };
-        let db = format!(
-            "Server=mssql;Database=Octopus-{};User Id=octopus;Password=e2e",
-            self.ns.name()
-        );
-        api.create(
-            &PostParams::default(),
-            &secret("octopus-db", json!({"connectionString": db}))?,
-        )
-        .await?;
-        api.create(
-            &PostParams::default(),
-            &secret(
-                "octopus",
-                json!({"masterKey": "6EdU6IWsCtMEwk0kPKflQQ==", "apiKey": API_KEY}),
-            )?,
-        )
-        .await?;
-        Ok(())
+    /// The world this scenario runs in.
+    pub fn world(&self) -> World {
+        if self.real.is_some() {
+            World::Real
+        } else {
+            World::Played
+        }
     }
 
-    /// Starts the operator in-process, watching only this namespace.
+    /// The real node, in the real world.
+    pub fn real_node(&self) -> Option<&RealNode> {
+        self.real.as_ref().map(|r| &r.node)
+    }
+
+    /// Starts the operator watching only this namespace: in-process (played world), or a
+    /// new `octopus-operator run` process in the node (real world; panics when it cannot
+    /// be started).
     pub fn start_operator(&mut self) {
+        if let Some(real) = &mut self.real {
+            real.started += 1;
+            let mut flags = vec![
+                "--leader-elect=false".to_string(),
+                format!("--resync-interval={}ms", self.resync_interval.as_millis()),
+            ];
+            if let Some(cap) = self.max_concurrent_upgrades {
+                flags.push(format!("--max-concurrent-upgrades={cap}"));
+            }
+            let label = format!("operator-{}", real.started);
+            let process = real
+                .node
+                .spawn_operator(&real.binary, &self.cluster, self.ns.name(), &label, &flags)
+                .unwrap_or_else(|e| panic!("{e:#}"));
+            self.operator = Some(Operator::InNode(process));
+            return;
+        }
         let config = controller::Config {
             api_url_template: format!("{}/{{namespace}}/{{name}}", self.twin.base_url()),
             // Each node at its own address: the twin routes /{ns}/{service}/{pod} to it.
@@ -182,16 +293,43 @@ impl Scenario {
         };
         let client = self.cluster.client();
         let metrics = self.metrics.clone();
-        self.operator = Some(tokio::spawn(async move {
+        self.operator = Some(Operator::InProcess(tokio::spawn(async move {
             controller::run(client, config, metrics).await;
-        }));
+        })));
     }
 
-    /// Kills the operator at whatever point it is (as a crashed pod would be).
+    /// Kills the operator at whatever point it is (as a crashed pod would be): the
+    /// in-process one aborted, the process SIGKILLed.
     pub async fn kill_operator(&mut self) {
-        if let Some(handle) = self.operator.take() {
-            handle.abort();
-            let _ = handle.await;
+        match self.operator.take() {
+            Some(Operator::InProcess(handle)) => {
+                handle.abort();
+                let _ = handle.await;
+            }
+            Some(Operator::InNode(process)) => {
+                let reconciles = process_reconciles(&process);
+                drop(process);
+                if let Some(real) = &mut self.real {
+                    real.reconciles_before += reconciles;
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// The running operator's log so far (real world; empty in-process).
+    pub fn operator_log(&self) -> String {
+        match &self.operator {
+            Some(Operator::InNode(process)) => process.log_text(),
+            _ => String::new(),
+        }
+    }
+
+    /// The running operator's /metrics text (empty while it does not answer).
+    pub fn metrics_text(&self) -> String {
+        match &self.operator {
+            Some(Operator::InNode(process)) => process.scrape().unwrap_or_default(),
+            _ => self.metrics.encode(),
         }
     }
 
@@ -199,8 +337,16 @@ impl Scenario {
         self.ns.api()
     }
 
-    /// Creates an OctopusCluster from a JSON spec.
-    pub async fn create_cluster(&self, name: &str, spec: Value) -> Result<OctopusCluster> {
+    /// Creates an OctopusCluster from a JSON spec. On the real node its shared volumes
+    /// get hostPath PersistentVolumes, and a backup Job template is replaced by
+    /// [`Scenario::backup_job_template`].
+    pub async fn create_cluster(&self, name: &str, mut spec: Value) -> Result<OctopusCluster> {
+        if self.real.is_some() {
+            storage::provide(&self.cluster, self.ns.name(), name).await?;
+            if let Some(template) = spec.pointer_mut("/upgrade/backup/jobTemplate") {
+                *template = self.backup_job_template();
+            }
+        }
         let obj: OctopusCluster = serde_json::from_value(json!({
             "apiVersion": "octopusoperator.dev/v1alpha1",
             "kind": "OctopusCluster",
@@ -208,6 +354,22 @@ impl Scenario {
             "spec": spec,
         }))?;
         Ok(self.clusters().create(&PostParams::default(), &obj).await?)
+    }
+
+    /// The backup Job template of the real node: the local node image's busybox asks the
+    /// scenario's database for the backup (`POST /_db/backups/$BACKUP_NAME`, the
+    /// connection string as body); it fails when the database refuses.
+    pub fn backup_job_template(&self) -> Value {
+        let script = format!(
+            r#"wget -q -O - --post-data "$DB_CONNECTION_STRING" "http://{}/_db/backups/$BACKUP_NAME""#,
+            self.twin.addr()
+        );
+        json!({"template": {"spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "backup", "image": BACKUP_IMAGE,
+                            "imagePullPolicy": "IfNotPresent",
+                            "command": ["/bin/sh", "-c", script]}]
+        }}})
     }
 
     /// Merge-patches the spec, as a person or a GitOps tool would.
@@ -240,9 +402,12 @@ impl Scenario {
                 return Ok(current);
             }
             if tokio::time::Instant::now() >= deadline {
+                let log = self.operator_log();
+                let tail: Vec<&str> = log.lines().rev().take(30).collect();
                 bail!(
-                    "timed out waiting for {what}; status: {}",
-                    serde_json::to_string_pretty(&current.status).unwrap_or_default()
+                    "timed out waiting for {what}; status: {}\noperator log (newest first):\n{}",
+                    serde_json::to_string_pretty(&current.status).unwrap_or_default(),
+                    tail.join("\n")
                 );
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -270,14 +435,16 @@ impl Scenario {
         .await
     }
 
-    /// Reconciles the in-process operator has run (its `reconciles` metric).
+    /// Reconciles the operator has run (its `reconciles` metric; on the real node summed
+    /// over the processes this scenario started).
     pub fn reconciles(&self) -> u64 {
-        self.metrics
-            .encode()
-            .lines()
-            .find_map(|l| l.strip_prefix("octopus_operator_reconciles_total "))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_default()
+        match (&self.operator, &self.real) {
+            (Some(Operator::InNode(process)), Some(real)) => {
+                real.reconciles_before + process_reconciles(process)
+            }
+            (_, Some(real)) => real.reconciles_before,
+            _ => reconciles_in(&self.metrics.encode()),
+        }
     }
 
     /// The Events about OctopusCluster `name` (not its StatefulSet or Services, which share
@@ -327,9 +494,45 @@ impl Scenario {
         self.kill_operator().await;
         self.jobs.stop();
         self.twin.shutdown().await;
+        if self.real.is_some() {
+            storage::release(&self.cluster, self.ns.name()).await?;
+        }
         self.ns.cleanup().await?;
         Ok(())
     }
+}
+
+/// The image of the real node's backup Jobs (one of the node images: busybox and the
+/// twin's node binary).
+pub const BACKUP_IMAGE: &str = "octopusdeploy/octopusdeploy:2024.1.100";
+
+/// `octopus_operator_reconciles_total` in a /metrics text (0 when absent).
+fn reconciles_in(metrics: &str) -> u64 {
+    sample(metrics, "octopus_operator_reconciles_total ").map_or(0, |v| v as u64)
+}
+
+/// The reconciles of an operator process so far (0 while it does not answer).
+fn process_reconciles(process: &OperatorInNode) -> u64 {
+    process.scrape().map_or(0, |m| reconciles_in(&m))
+}
+
+/// The Secrets the sample clusters reference: `octopus-db` with `connection_string`, and
+/// `octopus` with the master key and [`API_KEY`].
+pub async fn octopus_secrets(ns: &TestNamespace, connection_string: &str) -> Result<()> {
+    let api: Api<Secret> = ns.api();
+    for (name, data) in [
+        ("octopus-db", json!({"connectionString": connection_string})),
+        (
+            "octopus",
+            json!({"masterKey": "6EdU6IWsCtMEwk0kPKflQQ==", "apiKey": API_KEY}),
+        ),
+    ] {
+        let secret: Secret = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": data,
+        }))?;
+        api.create(&PostParams::default(), &secret).await?;
+    }
+    Ok(())
 }
 
 /// The condition of `type_`, if any.

@@ -17,7 +17,7 @@ use octopus_e2e::twin::replay::{Mark, Replay};
 use octopus_e2e::twin::{Event, EventKind, GeneratorConfig};
 use serde_json::json;
 
-const WAIT: Duration = Duration::from_secs(120);
+const WAIT: Duration = Duration::from_secs(240);
 
 /// Creates `octo` with `replicas` nodes on `version` and waits until it is Ready.
 async fn ready_cluster(s: &Scenario, version: &str, replicas: i32) {

@@ -3,6 +3,9 @@
 //! middle of a patch roll; the standby takes over within the lease duration plus 5 s and
 //! finishes the roll with never more than one node out of service. Fails (never skips)
 //! when the control plane cannot be reached.
+//!
+//! Runs in the played world, whatever OCTOPUS_E2E_WORLD says: its replicas are host
+//! processes reaching the twin's load balancer, not yet processes in the node.
 
 use std::time::{Duration, Instant};
 
@@ -10,7 +13,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use octopus_e2e::operator_process::{OperatorProcess, sample};
-use octopus_e2e::scenario::{Scenario, must, spec, twin_config};
+use octopus_e2e::scenario::{Scenario, World, must, spec, twin_config};
 use octopus_e2e::twin::replay::{Mark, Replay};
 use serde_json::json;
 
@@ -66,7 +69,8 @@ fn nodes_on(c: &octopus_operator::api::OctopusCluster, version: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standby_takes_over_a_patch_roll_when_the_leader_is_killed() {
-    let s = must(Scenario::start_without_operator("leader", twin_config(true)).await);
+    let s =
+        must(Scenario::start_without_operator_in(World::Played, "leader", twin_config(true)).await);
     let leases: Api<Lease> = s.ns.api();
 
     let mut a = replica(&s, "operator-a").await;

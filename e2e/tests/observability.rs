@@ -2,6 +2,9 @@
 //! `/metrics` scraped while a patch roll runs (the per-cluster series move, the Octopus
 //! calls are counted), and `octopus-operator status` / `kubectl octopus status` against
 //! the real cluster object. Fails (never skips) when the control plane is unreachable.
+//!
+//! Runs in the played world, whatever OCTOPUS_E2E_WORLD says: its operator is a host
+//! process reaching the twin's load balancer, not yet a process in the node.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -9,7 +12,7 @@ use std::time::Duration;
 
 use octopus_e2e::cluster::kubectl_binary;
 use octopus_e2e::operator_process::{OperatorProcess, operator_binary, sample};
-use octopus_e2e::scenario::{Scenario, must, spec};
+use octopus_e2e::scenario::{Scenario, World, must, spec};
 use octopus_e2e::twin::{Faults, Timing, TwinConfig};
 use serde_json::json;
 
@@ -68,7 +71,7 @@ async fn metrics_move_and_status_shows_the_roll() {
         },
         ..TwinConfig::default()
     };
-    let s = must(Scenario::start_without_operator("observe", twin).await);
+    let s = must(Scenario::start_without_operator_in(World::Played, "observe", twin).await);
     let flags = [format!("--leader-election-namespace={}", s.ns.name())];
     let operator = must(OperatorProcess::start(&s, "operator", &flags).await);
     must(operator.wait_for("/readyz", 200, WAIT).await);

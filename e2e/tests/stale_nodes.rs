@@ -13,7 +13,7 @@ use octopus_e2e::scenario::{Scenario, must, spec};
 use octopus_e2e::twin::{Event, EventKind, Faults, Timing, TwinConfig};
 use serde_json::json;
 
-const WAIT: Duration = Duration::from_secs(180);
+const WAIT: Duration = Duration::from_secs(300);
 const FROM: &str = "2024.1.100";
 const TO: &str = "2024.2.1";
 

@@ -65,6 +65,9 @@ struct RunArgs {
     /// with the reason WaitingForUpgradeSlot. Unset or 0: no cap.
     #[arg(long, env = "MAX_CONCURRENT_UPGRADES", default_value_t = 0)]
     max_concurrent_upgrades: u32,
+    /// How often a cluster with nothing under way is looked at again, e.g. 5m.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    resync_interval: Duration,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -253,6 +256,7 @@ async fn operate(args: RunArgs) -> ExitCode {
         api_url_template: args.api_url_template,
         node_url_template: args.node_url_template,
         poll_interval: args.poll_interval,
+        resync_interval: args.resync_interval,
         namespace: args.namespace,
         max_concurrent_upgrades: std::num::NonZeroU32::new(args.max_concurrent_upgrades),
         ..controller::Config::default()

@@ -258,7 +258,7 @@ async fn prepare(prefix: &str, nodes: usize) -> Result<Scenario> {
 /// Changes the spec and waits (polling every 50 ms) until the operator reports Ready on
 /// `to`; reads the twin and the counters over that span.
 async fn upgrade(s: &Scenario, nodes: usize, from: &str, change: Value, to: &str) -> Result<Run> {
-    let before = Counters::parse(&s.metrics.encode());
+    let before = Counters::parse(&s.metrics_text());
     let since = Timestamp::now();
     let started = Instant::now();
     s.patch_spec(NAME, change).await?;
@@ -277,7 +277,7 @@ async fn upgrade(s: &Scenario, nodes: usize, from: &str, change: Value, to: &str
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let wall = started.elapsed();
-    let counters = Counters::parse(&s.metrics.encode()).since(&before);
+    let counters = Counters::parse(&s.metrics_text()).since(&before);
     let events = s.twin.events();
     let during = Replay::new(&events)
         .since(Mark::At(since))

@@ -119,6 +119,9 @@ pub struct Faults {
     /// pod were killed); the node then reads IsOffline only once not seen for
     /// `offline_after`.
     pub unclean_shutdown: bool,
+    /// Backups the database is asked to take (`/_db/backups`, what the backup Job's pod
+    /// calls on the real node) fail.
+    pub backup_fails: bool,
 }
 
 /// Which container images are Octopus Server: repositories matched exactly or as the

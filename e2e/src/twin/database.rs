@@ -1,9 +1,10 @@
 //! The twin as the database of Octopus Server nodes that run in real containers
 //! (`e2e/twin-node`, protocol in `octopus_twin_node`): `/_db/nodes` routes where a node
 //! process starts, heartbeats, stops cleanly, and hands over the REST requests its pod
-//! receives. The state and the event log are the same the played pods use, so replay and
-//! its invariants read both alike; injected faults (latency, 5xx, dropped connections)
-//! apply to these requests as to those through the twin's load balancer.
+//! receives; `/_db/backups` where a backup Job's pod backs the database up. The state and
+//! the event log are the same the played pods use, so replay and its invariants read both
+//! alike; injected faults (latency, 5xx, dropped connections) apply to these requests as
+//! to those through the twin's load balancer.
 
 use axum::body::Bytes;
 use axum::extract::{Extension, Path, State};
@@ -14,6 +15,7 @@ use axum::{Json, Router};
 use jiff::Timestamp;
 use octopus_twin_node::{FORWARDED_HOST, Start, Started};
 
+use crate::twin::events::EventKind;
 use crate::twin::server::{
     DropConnection, Request, SharedWorld, arrive, deliver, json_response, lock, text,
 };
@@ -24,6 +26,25 @@ pub(super) fn routes() -> Router<SharedWorld> {
         .route("/_db/nodes/{key}/heartbeat", post(heartbeat))
         .route("/_db/nodes/{key}/stop", post(stop))
         .route("/_db/nodes/{key}/octopus/{*rest}", any(octopus))
+        .route("/_db/backups/{name}", post(backup))
+}
+
+/// `POST /_db/backups/{name}`, the body the database's connection string: a backup Job's
+/// pod backs the database up (the scenarios' job template, busybox `wget --post-data`).
+/// 201 once taken, 500 while the installation's `backup_fails` fault is on.
+async fn backup(
+    State(world): State<SharedWorld>,
+    Path(name): Path<String>,
+    body: String,
+) -> Response {
+    if lock(&world).take_backup(body.trim(), &name, Timestamp::now()) {
+        text(StatusCode::CREATED, format!("backup {name} taken"))
+    } else {
+        text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("backup {name} failed: BACKUP DATABASE is terminating abnormally"),
+        )
+    }
 }
 
 fn gone(key: &str) -> Response {
@@ -101,4 +122,34 @@ async fn octopus(
         service_label: &service_label,
     };
     deliver(&world, &arrival, &request, &drop_connection).await
+}
+
+/// The backups of one namespace's database, as a scenario sees them: clonable, it shares
+/// the twin's world.
+#[derive(Clone)]
+pub struct DatabaseBackups {
+    pub(super) world: SharedWorld,
+    pub(super) namespace: String,
+}
+
+impl DatabaseBackups {
+    /// Backups fail (true) or succeed (false) from now on.
+    pub fn set_failing(&self, failing: bool) {
+        lock(&self.world).set_backups_failing(&self.namespace, failing);
+    }
+
+    /// Every backup asked for so far, oldest first: (name, succeeded, when).
+    pub fn taken(&self) -> Vec<(String, bool, Timestamp)> {
+        lock(&self.world)
+            .log
+            .all()
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::DatabaseBackup { name, succeeded } => {
+                    Some((name.clone(), *succeeded, e.at))
+                }
+                _ => None,
+            })
+            .collect()
+    }
 }

@@ -153,6 +153,12 @@ pub enum EventKind {
         name: String,
         node: Option<String>,
     },
+    /// A backup of the database was asked for (by a backup Job's pod on the real node);
+    /// `name` is the Job's BACKUP_NAME.
+    DatabaseBackup {
+        name: String,
+        succeeded: bool,
+    },
 }
 
 /// Append-only event store.

@@ -239,6 +239,20 @@ impl TwinHandle {
         self.with_world(|w| w.set_database_faults(connection_string, faults));
     }
 
+    /// The database `connection_string` names is that of `namespace`'s clusters: what is
+    /// set by namespace and Service (faults, timing) applies to its installation.
+    pub fn name_database(&self, namespace: &str, connection_string: &str) {
+        self.with_world(|w| w.name_database(namespace, connection_string));
+    }
+
+    /// The backups of `namespace`'s database (see [`TwinHandle::name_database`]).
+    pub fn backups(&self, namespace: &str) -> database::DatabaseBackups {
+        database::DatabaseBackups {
+            world: self.world.clone(),
+            namespace: namespace.to_string(),
+        }
+    }
+
     /// Timing of the installation in the database `connection_string` names.
     pub fn set_database_timing(&self, connection_string: &str, timing: Timing) {
         self.with_world(|w| w.set_database_timing(connection_string, timing));

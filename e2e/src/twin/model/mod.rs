@@ -162,6 +162,9 @@ pub struct World {
     remote_seq: u64,
     /// Image references the registry does not have: their pods never start a container.
     missing_images: BTreeSet<String>,
+    /// Namespace -> the installation whose database its clusters use, for installations
+    /// of real containers, which no Service of the twin's knows ([`remote`]).
+    namespace_databases: BTreeMap<String, usize>,
 }
 
 impl World {
@@ -181,6 +184,7 @@ impl World {
             remote: HashMap::new(),
             remote_seq: 0,
             missing_images: BTreeSet::new(),
+            namespace_databases: BTreeMap::new(),
         }
     }
 
@@ -480,8 +484,9 @@ impl World {
 
     /// The installation behind a Service, whether or not any node serves right now.
     pub fn installation_for_service(&self, namespace: &str, service: &str) -> Option<usize> {
-        self.selected_pods(namespace, service)?
-            .find_map(|e| e.installation)
+        self.selected_pods(namespace, service)
+            .and_then(|mut pods| pods.find_map(|e| e.installation))
+            .or_else(|| self.namespace_databases.get(namespace).copied())
     }
 
     /// Picks a ready endpoint of the Service, round robin, as kube-proxy would.

@@ -11,6 +11,7 @@ use octopus_twin_node::{Heartbeat, Phase, Start};
 use super::snapshot::phase_name;
 use super::{ProcessPhase, ProcessSpec, Secret, World};
 use crate::twin::config::{Faults, Timing};
+use crate::twin::events::EventKind;
 
 impl World {
     /// Faults of the installation in the database a connection string names (created
@@ -31,6 +32,47 @@ impl World {
         if let Some(inst) = self.installations.get_mut(index) {
             inst.timing = timing;
         }
+    }
+
+    /// Names the database of `namespace`'s clusters (their connection string), so that
+    /// settings given by namespace and Service (faults, timing) reach the installation
+    /// of its real containers.
+    pub fn name_database(&mut self, namespace: &str, connection_string: &str) {
+        let now = self.clock;
+        let index = self.installation_for_database(&Secret::new(connection_string), now);
+        self.namespace_databases
+            .insert(namespace.to_string(), index);
+        self.apply_pending();
+    }
+
+    /// Switches the `backup_fails` fault of `namespace`'s database (see
+    /// [`World::name_database`]).
+    pub fn set_backups_failing(&mut self, namespace: &str, failing: bool) {
+        let index = self.namespace_databases.get(namespace).copied();
+        if let Some((inst, _)) = index.and_then(|i| self.installation_mut(i)) {
+            inst.faults.backup_fails = failing;
+        }
+    }
+
+    /// A backup of the database a connection string names, asked for by a backup Job's
+    /// pod: recorded in the event log; fails while the installation's `backup_fails`
+    /// fault is on. Whether it succeeded.
+    pub fn take_backup(&mut self, connection_string: &str, name: &str, now: Timestamp) -> bool {
+        let now = self.advance(now);
+        let index = self.installation_for_database(&Secret::new(connection_string), now);
+        let Some((inst, log)) = self.installation_mut(index) else {
+            return false;
+        };
+        let succeeded = !inst.faults.backup_fails;
+        log.record(
+            now,
+            Some(&inst.name),
+            EventKind::DatabaseBackup {
+                name: name.to_string(),
+                succeeded,
+            },
+        );
+        succeeded
     }
 
     /// A node process in a real container starts; returns its key.
