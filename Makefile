@@ -9,7 +9,7 @@ CARGO ?= cargo
 CONTROLPLANE := e2e/controlplane
 TOOLS := e2e/tools
 
-.PHONY: render-charts build crds test e2e cluster-up cluster-down node-test tools demo bench lint helm image argocd-health
+.PHONY: render-charts build crds test e2e cluster-up cluster-down node-test host-state tools demo bench lint helm image argocd-health
 
 ## build: compile every crate, tests included
 build:
@@ -52,6 +52,12 @@ cluster-up:
 ## cluster-down: stop the control plane (and its node) and give the host back
 cluster-down:
 	$(CONTROLPLANE)/down.sh
+
+## host-state: what a real node changes on the host (sysctls, host iptables chains, netns,
+## links, mounts, cgroups), this control plane's and leaked ones only; run it before
+## `make cluster-up` and after `make cluster-down`: the two printouts must be equal
+host-state:
+	$(CONTROLPLANE)/host-state.sh
 
 ## node-test: the control plane with its real node, the node's smoke scenario, and
 ## Octopus Server nodes as real pods (e2e/tests/real_nodes.rs)
