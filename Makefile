@@ -89,7 +89,7 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	@if command -v shellcheck >/dev/null; then \
-	  shellcheck -x $(CONTROLPLANE)/*.sh $(TOOLS)/*.sh operator/image/*.sh e2e/argocd-health/*.sh .ci/run && echo "shellcheck: clean"; \
+	  shellcheck -x $(CONTROLPLANE)/*.sh e2e/demo/*.sh $(TOOLS)/*.sh operator/image/*.sh e2e/argocd-health/*.sh .ci/run && echo "shellcheck: clean"; \
 	else echo "shellcheck not installed: skipped"; fi
 
 ## helm: install helm and lint the charts in charts/

@@ -24,6 +24,24 @@ pub(super) fn routes() -> Router<SharedWorld> {
         .route("/_db/nodes/{key}/heartbeat", post(heartbeat))
         .route("/_db/nodes/{key}/stop", post(stop))
         .route("/_db/nodes/{key}/octopus/{*rest}", any(octopus))
+        .merge(backup_routes())
+}
+
+/// What a backup tool does to the database (the demo's backup Job runs it from its pod):
+/// `POST /_db/backups` with `{"connectionString": ..., "backup": name}` takes a backup of
+/// the database the connection string names, recorded in the event log.
+fn backup_routes() -> Router<SharedWorld> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Backup {
+        connection_string: String,
+        backup: String,
+    }
+    async fn backup(State(world): State<SharedWorld>, Json(b): Json<Backup>) -> Response {
+        lock(&world).back_up_database(&b.connection_string, b.backup, Timestamp::now());
+        StatusCode::CREATED.into_response()
+    }
+    Router::new().route("/_db/backups", post(backup))
 }
 
 fn gone(key: &str) -> Response {

@@ -148,6 +148,12 @@ pub enum EventKind {
     TaskCancelling {
         task: String,
     },
+    /// A backup of the database was taken (the backup Job's pod asked for it): `schema`
+    /// is what it holds, the release that last migrated the schema, if any.
+    DatabaseBackedUp {
+        backup: String,
+        schema: Option<String>,
+    },
     TaskCanceled {
         task: String,
         name: String,

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use octopus_e2e::twin::Event;
 use octopus_e2e::twin::replay::{Mark, Replay};
+use octopus_e2e::twin::{Event, EventKind};
 use serde::Deserialize;
 
 /// The top-level status blocks of `kubectl describe` worth reading, and the Events.
@@ -40,6 +40,13 @@ fn heading(line: &str, indent: usize) -> Option<&str> {
     let well_formed = name.starts_with(|c: char| c.is_ascii_uppercase())
         && name.chars().all(|c| c.is_ascii_alphabetic() || c == ' ');
     well_formed.then_some(name)
+}
+
+/// The database's state (`/_twin/state`): its installations, the demo's the only one.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct State {
+    pub installations: Vec<Installation>,
 }
 
 /// What the twin's admin API says about the installation now (the fields shown).
@@ -133,7 +140,35 @@ pub fn counters(events: &[Event], installation: &Installation, marks: Marks) -> 
         schema.violations
     );
     let _ = writeln!(out, "  schema now: {line} (migrated by {migrated_by})");
+    let _ = writeln!(out, "  {}", backups(events));
     out
+}
+
+/// The backups the database took (the backup Job's pod asked for them), and whether each
+/// came before the next schema migration started.
+fn backups(events: &[Event]) -> String {
+    let mut taken = Vec::new();
+    for (i, e) in events.iter().enumerate() {
+        if let EventKind::DatabaseBackedUp { backup, schema } = &e.kind {
+            let before = events[i..]
+                .iter()
+                .any(|later| matches!(later.kind, EventKind::SchemaMigrationStarted { .. }));
+            let when = if before {
+                "before the schema migration"
+            } else {
+                "no schema migration after it"
+            };
+            taken.push(format!(
+                "{backup} (schema of {}, {when})",
+                schema.as_deref().unwrap_or("-")
+            ));
+        }
+    }
+    if taken.is_empty() {
+        "database backups: none".into()
+    } else {
+        format!("database backups: {}", taken.join(", "))
+    }
 }
 
 #[cfg(test)]

@@ -33,6 +33,21 @@ impl World {
         }
     }
 
+    /// A backup of the database a connection string names, as a backup tool connected
+    /// to it would take one: recorded in the event log with the schema it holds.
+    pub fn back_up_database(&mut self, connection_string: &str, backup: String, now: Timestamp) {
+        let now = self.advance(now);
+        let index = self.installation_for_database(&Secret::new(connection_string), now);
+        if let Some((inst, log)) = self.installation_mut(index) {
+            let schema = inst.schema.map(|s| s.migrated_by.to_string());
+            log.record(
+                now,
+                Some(&inst.name),
+                crate::twin::EventKind::DatabaseBackedUp { backup, schema },
+            );
+        }
+    }
+
     /// A node process in a real container starts; returns its key.
     pub fn start_remote(&mut self, start: Start, now: Timestamp) -> String {
         let now = self.advance(now);
