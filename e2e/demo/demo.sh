@@ -29,6 +29,11 @@ node_load || die "the control plane in $run has no real node: run as root (OCTOP
 (cd "$root" && "${CARGO:-cargo}" build --quiet -p octopus-e2e --bin octopus-twin --bin octopus-demo)
 bin=${CARGO_TARGET_DIR:-$root/target}/debug
 
+# The images' static binaries need the musl target (as .ci/run installs it).
+target=$(sed -n 's/^IMAGE_RUST_TARGET=//p' "$root/operator/image/versions.env")
+if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx "$target"; then
+  rustup target add "$target"
+fi
 log "make image: the operator's image (a no-op when built), into the node's containerd"
 summary=$("$root/operator/image/build.sh" | tail -1)
 archive=$(python3 -c 'import json, sys; print(json.loads(sys.argv[1])["archive"])' "$summary")
