@@ -78,7 +78,7 @@ async fn demo_runs_both_upgrades_and_cleans_up() {
         "minor upgrade to 2024.2.50 finished: 3/3 nodes ready, schema 2024.2.50, strategy stop-the-world",
         "Last Backup:",
         "tasks finished: ",
-        "(schema of 2024.1.200, before the schema migration)",
+        "(schema migrated by 2024.1.100, taken before the schema migration)",
         "$ helm uninstall",
         "demo finished: 2024.1.100 -> 2024.1.200 (rolling) -> 2024.2.50",
         &format!("namespace {namespace} deleted"),
@@ -112,6 +112,13 @@ async fn demo_runs_both_upgrades_and_cleans_up() {
     assert!(
         operator_rows >= 1,
         "no operator pod Running in the listing\n{stdout}"
+    );
+    // The backup Job ran as a pod on the node and completed.
+    assert!(
+        stdout.lines().any(|l| l.starts_with("demo-backup-")
+            && l.contains("Completed")
+            && l.contains("198.18.")),
+        "no Completed backup pod on the node in the listing\n{stdout}"
     );
     let roles: Api<ClusterRole> = Api::all(cluster.client());
     let left = roles

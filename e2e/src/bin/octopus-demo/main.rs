@@ -455,7 +455,13 @@ impl Demo {
         ));
         let described = self.kubectl_output(true, &["describe", &format!("octc/{NAME}")])?;
         print!("{}", summary::describe_excerpt(&described));
-        self.screen.say("the Octopus twin's counters:");
+        // The backup Job's pod among the Octopus pods: it ran on the node and completed.
+        self.type_kubectl(
+            &format!("get pods -n {} -o wide", self.args.namespace),
+            &["get", "pods", "-o", "wide"],
+        )?;
+        self.screen
+            .say("the Octopus database's counters (replayed from its event log):");
         let events = self.twin_events().await?;
         let state: summary::State = self.twin_get("/_twin/state").await?;
         let installation = state.installations.into_iter().next().unwrap_or_default();

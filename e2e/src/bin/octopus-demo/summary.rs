@@ -154,12 +154,12 @@ fn backups(events: &[Event]) -> String {
                 .iter()
                 .any(|later| matches!(later.kind, EventKind::SchemaMigrationStarted { .. }));
             let when = if before {
-                "before the schema migration"
+                "taken before the schema migration"
             } else {
                 "no schema migration after it"
             };
             taken.push(format!(
-                "{backup} (schema of {}, {when})",
+                "{backup} (schema migrated by {}, {when})",
                 schema.as_deref().unwrap_or("-")
             ));
         }
