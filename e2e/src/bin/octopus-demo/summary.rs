@@ -175,6 +175,38 @@ fn backups(events: &[Event]) -> String {
 mod tests {
     use super::*;
 
+    fn events(kinds: Vec<EventKind>) -> Vec<Event> {
+        kinds
+            .into_iter()
+            .zip(1..)
+            .map(|(kind, seq)| Event {
+                seq,
+                at: jiff::Timestamp::UNIX_EPOCH,
+                installation: Some("installation-1".into()),
+                kind,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_backup_is_shown_with_its_schema_and_whether_a_migration_followed() {
+        let backup = |name: &str| EventKind::DatabaseBackedUp {
+            backup: name.into(),
+            schema: Some("2024.1.100".into()),
+        };
+        let migration = EventKind::SchemaMigrationStarted {
+            node: "demo-0".into(),
+            from: Some("2024.1".into()),
+            to: "2024.2".into(),
+        };
+        assert_eq!(backups(&[]), "database backups: none");
+        assert_eq!(
+            backups(&events(vec![backup("b1"), migration, backup("b2")])),
+            "database backups: b1 (schema migrated by 2024.1.100, taken before the schema \
+             migration), b2 (schema migrated by 2024.1.100, no schema migration after it)"
+        );
+    }
+
     #[test]
     fn the_excerpt_keeps_the_status_blocks_worth_reading_and_the_events() {
         let described = "\
