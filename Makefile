@@ -9,7 +9,7 @@ CARGO ?= cargo
 CONTROLPLANE := e2e/controlplane
 TOOLS := e2e/tools
 
-.PHONY: render-charts build crds test e2e cluster-up cluster-down node-test tools demo bench trials lint helm image argocd-health
+.PHONY: render-charts build crds test e2e cluster-up cluster-down node-test host-state tools demo bench trials lint helm image argocd-health
 
 ## build: compile every crate, tests included
 build:
@@ -52,6 +52,12 @@ cluster-up:
 ## cluster-down: stop the control plane (and its node) and give the host back
 cluster-down:
 	$(CONTROLPLANE)/down.sh
+
+## host-state: what a real node changes on the host (sysctls, host iptables chains, netns,
+## links, mounts, cgroups), this control plane's and leaked ones only; run it before
+## `make cluster-up` and after `make cluster-down`: the two printouts must be equal
+host-state:
+	$(CONTROLPLANE)/host-state.sh
 
 ## node-test: the control plane with its real node, the node's smoke scenario, and
 ## Octopus Server nodes as real pods (e2e/tests/real_nodes.rs)
@@ -98,7 +104,7 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	@if command -v shellcheck >/dev/null; then \
-	  shellcheck -x $(CONTROLPLANE)/*.sh $(TOOLS)/*.sh operator/image/*.sh e2e/argocd-health/*.sh .ci/run && echo "shellcheck: clean"; \
+	  shellcheck -x $(CONTROLPLANE)/*.sh e2e/demo/*.sh $(TOOLS)/*.sh operator/image/*.sh e2e/argocd-health/*.sh .ci/run && echo "shellcheck: clean"; \
 	else echo "shellcheck not installed: skipped"; fi
 
 ## helm: install helm and lint the charts in charts/

@@ -10,6 +10,7 @@
 //! cluster-scoped and outlive the test's namespace).
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1::{
@@ -34,9 +35,19 @@ pub async fn provide(tc: &TestCluster, namespace: &str, cluster: &str) -> Result
     let run_dir = tc
         .kubeconfig()
         .parent()
-        .context("the kubeconfig has no directory")?
-        .to_owned();
-    let volumes: Api<PersistentVolume> = Api::all(tc.client());
+        .context("the kubeconfig has no directory")?;
+    provide_in(tc.client(), run_dir, namespace, cluster).await
+}
+
+/// [`provide`] for a control plane given by its client and run directory (the
+/// kubeconfig's directory), as the demo has it.
+pub async fn provide_in(
+    client: kube::Client,
+    run_dir: &Path,
+    namespace: &str,
+    cluster: &str,
+) -> Result<Vec<String>> {
+    let volumes: Api<PersistentVolume> = Api::all(client);
     let mut created = Vec::new();
     for volume in SharedVolume::ALL {
         let claim = names::claim(cluster, volume);
@@ -82,7 +93,12 @@ pub async fn provide(tc: &TestCluster, namespace: &str, cluster: &str) -> Result
 
 /// Deletes the volumes [`provide`] created for `namespace`.
 pub async fn release(tc: &TestCluster, namespace: &str) -> Result<()> {
-    let volumes: Api<PersistentVolume> = Api::all(tc.client());
+    release_in(tc.client(), namespace).await
+}
+
+/// [`release`] through a client.
+pub async fn release_in(client: kube::Client, namespace: &str) -> Result<()> {
+    let volumes: Api<PersistentVolume> = Api::all(client);
     let selector = format!("{VOLUME_LABEL}={namespace}");
     volumes
         .delete_collection(

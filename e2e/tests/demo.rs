@@ -1,20 +1,27 @@
-//! `make demo` as a test: runs e2e/demo/demo.sh (which builds and runs octopus-demo)
+//! `make demo` as a test: runs e2e/demo/demo.sh (which builds the operator image and the
+//! Octopus node images, imports them into the real node and runs octopus-demo)
 //! non-interactively against the shared control plane (in a namespace of its own) and
-//! checks that it finished both upgrades and left nothing behind: no namespace, no twin,
-//! no operator. Fails, never skips, when the control plane, kubectl or cargo is missing.
+//! checks that it finished both upgrades on real pods (the operator installed by the
+//! chart, the Octopus nodes and the backup Job as pods on the node, `kubectl get pods -A
+//! -o wide` shown mid-roll) and left nothing behind: no namespace, no Helm release (nor
+//! its cluster-scoped roles), no database process. Needs the real node (root); fails,
+//! never skips, when it, the control plane, kubectl, helm or cargo is missing.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::rbac::v1::ClusterRole;
 use kube::Api;
+use kube::api::ListParams;
 use octopus_e2e::cluster::{TestCluster, kubectl_binary};
+use octopus_e2e::helm::helm_binary;
 
 fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("demo/demo.sh")
 }
 
-/// The pid the demo printed for `what` ("octopus-twin", "octopus-operator").
+/// The pid the demo printed for `what` ("octopus-twin").
 fn started_pid(output: &str, what: &str) -> Option<u32> {
     let marker = format!("started {what} (pid ");
     let rest = &output[output.find(&marker)? + marker.len()..];
@@ -45,6 +52,7 @@ async fn demo_runs_both_upgrades_and_cleans_up() {
         .env("DEMO_NONINTERACTIVE", "1")
         .env("DEMO_STAGE_TIMEOUT", "150")
         .env("KUBECTL", kubectl_binary())
+        .env("HELM", helm_binary().expect("helm (make tools)"))
         // The script builds the operator and the demo; the twin is this package's own.
         .env("DEMO_TWIN_BIN", env!("CARGO_BIN_EXE_octopus-twin"))
         .stdin(Stdio::null());
@@ -64,10 +72,14 @@ async fn demo_runs_both_upgrades_and_cleans_up() {
         "cluster ready: 3/3 nodes on 2024.1.100",
         "patch upgrade to 2024.1.200 finished: 3/3 nodes ready, strategy rolling",
         "UpgradeBlocked: SchemaUpgradeNotApproved (the cluster still serves 2024.1.200)",
+        "$ helm install",
+        "$ kubectl get pods -A -o wide",
         "approvedVersion",
         "minor upgrade to 2024.2.50 finished: 3/3 nodes ready, schema 2024.2.50, strategy stop-the-world",
         "Last Backup:",
         "tasks finished: ",
+        "(taken, before the schema migration)",
+        "$ helm uninstall",
         "demo finished: 2024.1.100 -> 2024.1.200 (rolling) -> 2024.2.50",
         &format!("namespace {namespace} deleted"),
     ] {
@@ -83,9 +95,38 @@ async fn demo_runs_both_upgrades_and_cleans_up() {
         .await
         .expect("reading the namespace");
     assert!(left.is_none(), "namespace {namespace} is still there");
-    for what in ["octopus-twin", "octopus-operator"] {
-        let pid = started_pid(&stdout, what)
-            .unwrap_or_else(|| panic!("the demo printed no pid for {what}"));
-        assert!(!runs_demo_binary(pid), "{what} (pid {pid}) still runs");
-    }
+    let pid =
+        started_pid(&stdout, "octopus-twin").expect("the demo printed no pid for octopus-twin");
+    assert!(
+        !runs_demo_binary(pid),
+        "octopus-twin (pid {pid}) still runs"
+    );
+    // The operator ran as pods on the real node (their rows in the mid-roll listing), and
+    // its release's cluster-scoped roles went with `helm uninstall`.
+    let operator_rows = stdout
+        .lines()
+        .filter(|l| {
+            l.starts_with(&namespace) && l.contains("-octopus-operator-") && l.contains("Running")
+        })
+        .count();
+    assert!(
+        operator_rows >= 1,
+        "no operator pod Running in the listing\n{stdout}"
+    );
+    // The backup Job ran as a pod on the node and completed.
+    assert!(
+        stdout.lines().any(|l| l.starts_with("demo-backup-")
+            && l.contains("Completed")
+            && l.contains("198.18.")),
+        "no Completed backup pod on the node in the listing\n{stdout}"
+    );
+    let roles: Api<ClusterRole> = Api::all(cluster.client());
+    let left = roles
+        .list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={namespace}")))
+        .await
+        .expect("listing ClusterRoles");
+    assert!(
+        left.items.is_empty(),
+        "the release's ClusterRoles are still there"
+    );
 }

@@ -1,7 +1,8 @@
-//! What the demo starts and how it ends: kubectl as a person would run it, the twin and
-//! the operator as child processes, and the clean-up (also after a failure or CTRL-C)
-//! that deletes the cluster while the operator still runs, then the namespace, then
-//! stops the processes.
+//! What the demo starts and how it ends: kubectl and helm as a person would run them,
+//! the shared database (the twin) as a child process, the operator's Helm release, and
+//! the clean-up (also after a failure or CTRL-C) that deletes the cluster while the
+//! operator still runs, then uninstalls the release, deletes the volumes and the
+//! namespace, then stops the database.
 
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -9,10 +10,16 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use octopus_e2e::helm::{HelmOutput, helm_output};
 use octopus_e2e::process::Process;
+use octopus_e2e::real_node::TAINT;
+use octopus_e2e::storage;
 use octopus_operator::api::OctopusCluster;
 
-use crate::{Demo, NAME, Outcome, screen};
+use crate::{Demo, NAME, Outcome, repo_file, screen};
+
+/// The namespace annotation whose tolerations the API server adds to its pods.
+const TOLERATIONS_ANNOTATION: &str = "scheduler.alpha.kubernetes.io/defaultTolerations";
 
 impl Demo {
     /// `kubectl` against the demo's control plane (and namespace, when `namespaced`).
@@ -50,20 +57,37 @@ impl Demo {
         Ok(output)
     }
 
+    /// Lets the namespace's pods onto the real node (it is tainted so that only pods that
+    /// ask for it land there): its default tolerations, which the API server's
+    /// PodTolerationRestriction admission adds to every pod of the namespace.
+    pub(crate) fn admit_to_node(&mut self) -> Result<()> {
+        let tolerations =
+            format!(r#"[{{"key":"{TAINT}","operator":"Exists","effect":"NoSchedule"}}]"#);
+        let annotation = format!("{TOLERATIONS_ANNOTATION}={tolerations}");
+        let ns = self.args.namespace.clone();
+        self.type_kubectl(
+            &format!("annotate namespace {ns} '{annotation}'"),
+            &["annotate", "namespace", &ns, &annotation],
+        )?;
+        Ok(())
+    }
+
+    /// The shared database: `octopus-twin` on the host's end of the node's veth, where
+    /// the Octopus pods reach it (no kubelet role: the node's kubelet runs the pods), and
+    /// the Secret `octopus-db` with its connection string.
     pub(crate) async fn start_twin(&mut self) -> Result<()> {
         let out = self.run.join("twin.out");
         let mut command = Command::new(&self.args.twin);
         command
-            .arg("--bind=127.0.0.1:0")
-            .arg("--kubeconfig")
-            .arg(&self.args.kubeconfig)
-            .args(["--namespace", &self.args.namespace, "--run-backup-jobs"])
+            .arg(format!("--bind={}:0", self.args.database_host))
             .args(["--start-delay-ms=800", "--migration-time-ms=3000"])
             .args([
                 "--deployments-per-minute=40",
                 "--deployment-duration-min-ms=1000",
             ])
             .arg("--deployment-duration-max-ms=4000")
+            // Its --kubeconfig (also read from KUBECONFIG) would make it play kubelet.
+            .env_remove("KUBECONFIG")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&out)?)
@@ -91,54 +115,144 @@ impl Demo {
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
         self.screen.say(&format!(
-            "started octopus-twin (pid {pid}) at {}: kubelet for {}, Octopus API, backup Jobs",
-            self.twin_url, self.args.namespace
+            "started octopus-twin (pid {pid}) at {}: the shared Octopus database, on the host's end of the node's veth",
+            self.twin_url
         ));
-        Ok(())
-    }
-
-    pub(crate) fn start_operator(&mut self) -> Result<()> {
-        let log = std::fs::File::create(self.run.join("operator.log"))?;
-        let mut command = Command::new(&self.args.operator);
-        command
-            .args(["run", "--namespace", &self.args.namespace])
-            .args(["--metrics-addr", "127.0.0.1:0", "--poll-interval", "500ms"])
-            .arg("--api-url-template")
-            .arg(format!("{}/{{namespace}}/{{name}}", self.twin_url))
-            .arg("--node-url-template")
-            .arg(format!(
-                "{}/{{namespace}}/{{service}}/{{pod}}",
-                self.twin_url
-            ))
-            .env("KUBECONFIG", &self.args.kubeconfig)
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
-        let operator = Process::spawn(command)
-            .with_context(|| format!("starting {}", self.args.operator.display()))?;
+        let server = self
+            .twin_url
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .replace(':', ",");
+        let database = format!("Server={server};Database=OctopusDemo");
+        self.connection_string = format!("{database};User Id=octopus;Password=demo");
         self.screen.say(&format!(
-            "started octopus-operator (pid {}) watching {}",
-            operator.pid(),
-            self.args.namespace
+            "$ kubectl create secret generic octopus-db --from-literal=connectionString='{database};User Id=octopus;Password=...'"
         ));
-        self.operator = Some(operator);
+        let literal = format!("connectionString={}", self.connection_string);
+        let created = self.kubectl_output(
+            true,
+            &[
+                "create",
+                "secret",
+                "generic",
+                "octopus-db",
+                "--from-literal",
+                &literal,
+            ],
+        )?;
+        print!("{created}");
         Ok(())
     }
 
-    /// Fails when the operator or the twin has exited.
+    /// The shared volumes' claims get hostPath PersistentVolumes: the node has no
+    /// provisioner (`octopus_e2e::storage`).
+    pub(crate) async fn provide_volumes(&mut self) -> Result<()> {
+        let run_dir = self
+            .args
+            .kubeconfig
+            .parent()
+            .context("the kubeconfig has no directory")?;
+        let volumes =
+            storage::provide_in(self.client.clone(), run_dir, &self.args.namespace, NAME).await?;
+        self.volumes_created = true;
+        self.screen.say(&format!(
+            "created {} hostPath PersistentVolumes for the cluster's shared-volume claims (the node has no provisioner)",
+            volumes.len()
+        ));
+        Ok(())
+    }
+
+    /// The Helm release: the namespace's name, so that its cluster-scoped objects never
+    /// meet another demo's.
+    fn release(&self) -> &str {
+        &self.args.namespace
+    }
+
+    /// Shows `$ helm ...` as typed, runs it (against the demo's control plane and
+    /// namespace) and shows its output.
+    fn type_helm(&mut self, shown: &str, args: &[&str]) -> Result<String> {
+        self.screen.say(&format!("$ helm {shown}"));
+        let out = self.helm(args)?;
+        if !out.success {
+            bail!("helm {shown} failed: {}", out.stderr.trim());
+        }
+        print!("{}", out.stdout);
+        Ok(out.stdout)
+    }
+
+    fn helm(&self, args: &[&str]) -> Result<HelmOutput> {
+        let kubeconfig = self.args.kubeconfig.to_string_lossy();
+        let mut all = args.to_vec();
+        all.extend([
+            "--namespace",
+            &self.args.namespace,
+            "--kubeconfig",
+            &kubeconfig,
+        ]);
+        helm_output(all)
+    }
+
+    /// `helm install` of the chart: the operator as a Deployment from its image, under
+    /// its ServiceAccount, watching the demo's namespace, reaching Octopus by the chart's
+    /// default in-cluster URLs; then waits for its rollout.
+    pub(crate) fn install_operator(&mut self) -> Result<()> {
+        let release = self.release().to_owned();
+        let ns = self.args.namespace.clone();
+        let (repository, tag) = self
+            .args
+            .operator_image
+            .rsplit_once(':')
+            .context("DEMO_OPERATOR_IMAGE has no tag")?;
+        let chart = repo_file("charts/octopus-operator");
+        let image = format!("image.repository={repository},image.tag={tag}");
+        let watch = format!("watchNamespace={ns}");
+        let tolerations = format!(
+            r#"tolerations=[{{"key":"{TAINT}","operator":"Exists","effect":"NoSchedule"}}]"#
+        );
+        self.release_installed = true;
+        self.type_helm(
+            &format!(
+                "install {release} charts/octopus-operator --set {image} --set {watch} --set pollInterval=1s --set-json '{tolerations}'"
+            ),
+            &[
+                "install",
+                &release,
+                &chart.to_string_lossy(),
+                "--set",
+                &image,
+                "--set",
+                &watch,
+                "--set",
+                "pollInterval=1s",
+                "--set-json",
+                &tolerations,
+            ],
+        )?;
+        let deployment = format!("deployment/{release}-octopus-operator");
+        self.type_kubectl(
+            &format!("rollout status {deployment}"),
+            &["rollout", "status", &deployment, "--timeout=180s"],
+        )?;
+        Ok(())
+    }
+
+    /// Fails when the database has exited.
     pub(crate) fn alive(&mut self) -> Result<()> {
-        for (process, what, log) in [
-            (&mut self.operator, "octopus-operator", "operator.log"),
-            (&mut self.twin, "octopus-twin", "twin.log"),
-        ] {
-            if let Some(process) = process
-                && process.exited()?.is_some()
-            {
-                bail!("{what} exited (see {})", self.run.join(log).display());
-            }
+        if let Some(process) = &mut self.twin
+            && process.exited()?.is_some()
+        {
+            bail!(
+                "octopus-twin exited (see {})",
+                self.run.join("twin.log").display()
+            );
         }
         Ok(())
+    }
+
+    /// Whether the demo's Helm release is installed (left from an earlier run, say).
+    pub(crate) fn release_exists(&self) -> bool {
+        let release = self.release().to_owned();
+        self.helm(&["status", &release]).is_ok_and(|o| o.success)
     }
 
     pub(crate) async fn namespace_exists(&self) -> Result<bool> {
@@ -185,6 +299,20 @@ impl Demo {
             }
             self.screen.say("OctopusCluster deleted");
         }
+        if self.release_exists() {
+            let release = self.release().to_owned();
+            if let Err(e) = self.type_helm(
+                &format!("uninstall {release} --wait"),
+                &["uninstall", &release, "--wait", "--timeout", "120s"],
+            ) {
+                self.screen.say(&format!("warning: {e:#}"));
+            }
+        }
+        self.release_installed = false;
+        if let Err(e) = storage::release_in(self.client.clone(), &self.args.namespace).await {
+            self.screen
+                .say(&format!("warning: the volumes were not deleted: {e:#}"));
+        }
         let deleted = self.kubectl_output(
             false,
             &[
@@ -201,6 +329,25 @@ impl Demo {
                 "warning: namespace {} is still terminating",
                 self.args.namespace
             ));
+        }
+    }
+
+    /// The operator pods' last log lines (for a failure).
+    fn operator_logs(&self) {
+        let selector = format!("app.kubernetes.io/instance={}", self.release());
+        match self.kubectl_output(
+            true,
+            &[
+                "logs",
+                "-l",
+                &selector,
+                "--tail=25",
+                "--prefix",
+                "--all-containers",
+            ],
+        ) {
+            Ok(logs) => eprintln!("--- the operator pods' logs (last lines)\n{logs}"),
+            Err(e) => eprintln!("--- no operator logs: {e:#}"),
         }
     }
 
@@ -224,9 +371,8 @@ impl Demo {
             }
             Outcome::Failed(e) => {
                 eprintln!("\n{} DEMO FAILED: {e:#}", self.screen.stamp());
-                for log in ["operator.log", "twin.log"] {
-                    screen::tail(&self.run.join(log), 25);
-                }
+                screen::tail(&self.run.join("twin.log"), 25);
+                self.operator_logs();
                 true
             }
         };
@@ -234,16 +380,11 @@ impl Demo {
         let ns = self.args.namespace.clone();
         if self.namespace_created {
             self.screen.say(&format!(
-                "deleting OctopusCluster {NAME} (the operator releases what it holds) and namespace {ns}"
+                "deleting OctopusCluster {NAME} (the operator releases what it holds), the operator's release and namespace {ns}"
             ));
-            let running = self
-                .operator
-                .as_mut()
-                .is_some_and(|p| matches!(p.exited(), Ok(None)));
+            let running = self.release_installed;
             self.delete_namespace(running).await;
         }
-        let operator = self.operator.take();
-        self.stop(operator, "octopus-operator");
         let twin = self.twin.take();
         self.stop(twin, "octopus-twin");
         if self.namespace_created {

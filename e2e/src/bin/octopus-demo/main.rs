@@ -1,18 +1,24 @@
 //! `octopus-demo` (`make demo`, through e2e/demo/demo.sh): a live upgrade of a 3-node
-//! Octopus cluster on the local control plane.
+//! Octopus cluster on the local control plane's real node, run as in production.
 //!
-//! Starts the Octopus twin (it plays kubelet for the Octopus pods and the backup Job's pod,
-//! and serves the Octopus API) and the operator as child processes, creates the cluster
-//! of e2e/demo/cluster.yaml on 2024.1.100 with deployments flowing, then
+//! Starts the shared Octopus database (the twin's database role, an `octopus-twin`
+//! child process on the host's end of the node's veth), lets the namespace's pods onto
+//! the node, installs the operator with `helm install` of the chart (a Deployment from
+//! the image demo.sh imported), creates the cluster of e2e/demo/cluster.yaml on
+//! 2024.1.100 (Octopus Server nodes as pods of the node images, deployments flowing),
+//! then
 //!   1. waits until it is Ready,
-//!   2. rolls a patch upgrade to 2024.1.200 one node at a time,
+//!   2. rolls a patch upgrade to 2024.1.200 one node at a time (showing
+//!      `kubectl get pods -A -o wide` once the first node was replaced),
 //!   3. asks for the minor upgrade to 2024.2.50, shows it blocked until approved, approves
-//!      it with `kubectl patch` and shows the stop-the-world steps,
-//!   4. prints a summary replayed from the twin's flight recorder.
+//!      it with `kubectl patch` and shows the stop-the-world steps (the backup Job runs
+//!      as a pod and asks the database for a backup),
+//!   4. prints a summary replayed from the database's flight recorder.
 //!
-//! Every change is made with the `kubectl` command a person would type, printed and run.
-//! On exit (also CTRL-C or a failure) it deletes the cluster and the namespace and stops
-//! what it started. Exits non-zero when a stage fails or times out.
+//! Every change is made with the `kubectl` or `helm` command a person would type, printed
+//! and run. On exit (also CTRL-C or a failure) it deletes the cluster, uninstalls the
+//! release, deletes the namespace and stops the database. Exits non-zero when a stage
+//! fails or times out.
 
 mod lifecycle;
 mod screen;
@@ -54,12 +60,16 @@ struct Args {
     /// Seconds each stage may take.
     #[arg(long, env = "DEMO_STAGE_TIMEOUT", default_value_t = 180)]
     stage_timeout: u64,
-    /// The octopus-twin binary.
+    /// The octopus-twin binary (run as the shared database).
     #[arg(long, env = "DEMO_TWIN_BIN")]
     twin: PathBuf,
-    /// The octopus-operator binary.
-    #[arg(long, env = "DEMO_OPERATOR_BIN")]
-    operator: PathBuf,
+    /// Where the database listens: the host's end of the real node's veth, which pods
+    /// reach (demo.sh reads it from the node's state).
+    #[arg(long, env = "DEMO_DATABASE_HOST")]
+    database_host: String,
+    /// The operator image imported into the node (`make image`), `repository:tag`.
+    #[arg(long, env = "DEMO_OPERATOR_IMAGE")]
+    operator_image: String,
     /// The kubectl to run (and to show as `kubectl`).
     #[arg(long, env = "KUBECTL", default_value = "kubectl")]
     kubectl: PathBuf,
@@ -117,7 +127,7 @@ async fn interrupted() {
     }
 }
 
-/// The demo's world: the control plane, the processes it started, what it shows.
+/// The demo's world: the control plane, what it started and installed, what it shows.
 struct Demo {
     args: Args,
     client: kube::Client,
@@ -125,9 +135,14 @@ struct Demo {
     run: PathBuf,
     run_is_ours: bool,
     namespace_created: bool,
+    volumes_created: bool,
+    /// The shared database (`octopus-twin`).
     twin: Option<Process>,
     twin_url: String,
-    operator: Option<Process>,
+    /// The connection string of the demo's database on `twin`.
+    connection_string: String,
+    /// Whether the operator's Helm release was installed (and is not uninstalled yet).
+    release_installed: bool,
     http: reqwest::Client,
 }
 
@@ -162,9 +177,11 @@ impl Demo {
             run,
             run_is_ours,
             namespace_created: false,
+            volumes_created: false,
             twin: None,
             twin_url: String::new(),
-            operator: None,
+            connection_string: String::new(),
+            release_installed: false,
             http: reqwest::Client::new(),
         })
     }
@@ -183,7 +200,8 @@ impl Demo {
             self.screen.say(&format!(
                 "namespace {ns} is left from an earlier run: deleting it first"
             ));
-            self.delete_namespace(false).await;
+            let operator_running = self.release_exists();
+            self.delete_namespace(operator_running).await;
             if self.namespace_exists().await? {
                 bail!("namespace {ns} could not be deleted");
             }
@@ -210,8 +228,10 @@ impl Demo {
         self.kubectl_output(false, &["create", "namespace", &ns])?;
         self.namespace_created = true;
         self.screen.say(&format!("created namespace {ns}"));
+        self.admit_to_node()?;
         self.start_twin().await?;
-        self.start_operator()?;
+        self.provide_volumes().await?;
+        self.install_operator()?;
 
         self.create().await?;
         let patch_roll = self.patch_upgrade().await?;
@@ -328,16 +348,14 @@ impl Demo {
         Ok(self.twin_events().await?.last().map_or(0, |e| e.seq))
     }
 
+    /// The database's event log (it holds only the demo's installation).
     async fn twin_events(&self) -> Result<Vec<Event>> {
-        self.twin_installation("/events").await
+        self.twin_get("/_twin/events").await
     }
 
-    /// What the twin's admin API says about the demo's installation (`rest` appended).
-    async fn twin_installation<T: serde::de::DeserializeOwned>(&self, rest: &str) -> Result<T> {
-        let url = format!(
-            "{}/_twin/installations/{}/{NAME}{rest}",
-            self.twin_url, self.args.namespace
-        );
+    /// What the twin's admin API answers at `path`.
+    async fn twin_get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let url = format!("{}{path}", self.twin_url);
         self.http
             .get(&url)
             .send()
@@ -355,6 +373,20 @@ impl Demo {
         ));
         let start = self.twin_mark().await?;
         self.patch_spec(&serde_json::json!({ "version": PATCH }))?;
+        // Mid-roll, once the first node runs the new version: what the node runs.
+        self.watch_until(&format!("2/4 patch upgrade to {PATCH}"), |o| {
+            o.finished(PATCH)
+                || o.nodes
+                    .iter()
+                    .any(|n| n.ready && n.version.as_deref() == Some(PATCH))
+        })
+        .await?;
+        self.screen.say("$ kubectl get pods -A -o wide");
+        print!(
+            "{}",
+            self.kubectl_output(false, &["get", "pods", "-A", "-o", "wide"])?
+        );
+        self.pause(8).await;
         let done = self
             .watch_until(&format!("2/4 patch upgrade to {PATCH}"), |o| {
                 o.finished(PATCH)
@@ -423,9 +455,16 @@ impl Demo {
         ));
         let described = self.kubectl_output(true, &["describe", &format!("octc/{NAME}")])?;
         print!("{}", summary::describe_excerpt(&described));
-        self.screen.say("the Octopus twin's counters:");
+        // The backup Job's pod among the Octopus pods: it ran on the node and completed.
+        self.type_kubectl(
+            &format!("get pods -n {} -o wide", self.args.namespace),
+            &["get", "pods", "-o", "wide"],
+        )?;
+        self.screen
+            .say("the Octopus database's counters (replayed from its event log):");
         let events = self.twin_events().await?;
-        let installation: summary::Installation = self.twin_installation("").await?;
+        let state: summary::State = self.twin_get("/_twin/state").await?;
+        let installation = state.installations.into_iter().next().unwrap_or_default();
         let marks = summary::Marks {
             patch_roll,
             minor_start,

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use octopus_e2e::twin::Event;
 use octopus_e2e::twin::replay::{Mark, Replay};
+use octopus_e2e::twin::{Event, EventKind};
 use serde::Deserialize;
 
 /// The top-level status blocks of `kubectl describe` worth reading, and the Events.
@@ -40,6 +40,13 @@ fn heading(line: &str, indent: usize) -> Option<&str> {
     let well_formed = name.starts_with(|c: char| c.is_ascii_uppercase())
         && name.chars().all(|c| c.is_ascii_alphabetic() || c == ' ');
     well_formed.then_some(name)
+}
+
+/// The database's state (`/_twin/state`): its installations, the demo's the only one.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct State {
+    pub installations: Vec<Installation>,
 }
 
 /// What the twin's admin API says about the installation now (the fields shown).
@@ -133,12 +140,70 @@ pub fn counters(events: &[Event], installation: &Installation, marks: Marks) -> 
         schema.violations
     );
     let _ = writeln!(out, "  schema now: {line} (migrated by {migrated_by})");
+    let _ = writeln!(out, "  {}", backups(events));
     out
+}
+
+/// The backups the database took (the backup Job's pod asked for them), and whether each
+/// came before the next schema migration started.
+fn backups(events: &[Event]) -> String {
+    let mut taken = Vec::new();
+    for (i, e) in events.iter().enumerate() {
+        if let EventKind::DatabaseBackup { name, succeeded } = &e.kind {
+            let before = events[i..]
+                .iter()
+                .any(|later| matches!(later.kind, EventKind::SchemaMigrationStarted { .. }));
+            let when = if before {
+                "before the schema migration"
+            } else {
+                "no schema migration after it"
+            };
+            let outcome = if *succeeded { "taken" } else { "failed" };
+            taken.push(format!("{name} ({outcome}, {when})"));
+        }
+    }
+    if taken.is_empty() {
+        "database backups: none".into()
+    } else {
+        format!("database backups: {}", taken.join(", "))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn events(kinds: Vec<EventKind>) -> Vec<Event> {
+        kinds
+            .into_iter()
+            .zip(1..)
+            .map(|(kind, seq)| Event {
+                seq,
+                at: jiff::Timestamp::UNIX_EPOCH,
+                installation: Some("installation-1".into()),
+                kind,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_backup_is_shown_with_its_schema_and_whether_a_migration_followed() {
+        let backup = |name: &str| EventKind::DatabaseBackup {
+            name: name.into(),
+            succeeded: true,
+        };
+        let migration = EventKind::SchemaMigrationStarted {
+            node: "demo-0".into(),
+            from: Some("2024.1".into()),
+            to: "2024.2".into(),
+        };
+        assert_eq!(backups(&[]), "database backups: none");
+        assert_eq!(
+            backups(&events(vec![backup("b1"), migration, backup("b2")])),
+            "database backups: b1 (taken, before the schema migration), \
+             b2 (taken, no schema migration after it)"
+        );
+    }
 
     #[test]
     fn the_excerpt_keeps_the_status_blocks_worth_reading_and_the_events() {
