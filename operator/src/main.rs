@@ -259,7 +259,6 @@ async fn operate(args: RunArgs) -> ExitCode {
         resync_interval: args.resync_interval,
         namespace: args.namespace,
         max_concurrent_upgrades: std::num::NonZeroU32::new(args.max_concurrent_upgrades),
-        ..controller::Config::default()
     };
     info!(?config, %addr, lease = ?election.as_ref().map(Election::lease), "octopus-operator starting");
     let (m, h) = (metrics.clone(), health.clone());
