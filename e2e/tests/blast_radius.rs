@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{ListParams, PostParams};
-use octopus_e2e::scenario::{Scenario, condition, must, spec, twin_config};
+use octopus_e2e::scenario::{Scenario, World, condition, must, spec, twin_config};
 use octopus_operator::api::OctopusCluster;
 use serde_json::json;
 
@@ -81,7 +81,8 @@ fn waiting_for_slot(c: &OctopusCluster) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cap_of_one_upgrades_one_cluster_at_a_time_across_a_restart() {
-    let mut s = must(Scenario::start_without_operator("blast", twin_config(false)).await);
+    let mut s =
+        must(Scenario::start_without_operator_in(World::Played, "blast", twin_config(false)).await);
     s.max_concurrent_upgrades = NonZeroU32::new(1);
     s.start_operator();
     for i in 0..CLUSTERS {

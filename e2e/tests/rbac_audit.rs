@@ -26,7 +26,7 @@ use kube::api::PostParams;
 use octopus_e2e::chart::{CLUSTER, Grant, documents, kind_of, render, rendered_grants};
 use octopus_e2e::cluster::wait_until;
 use octopus_e2e::operator_process::OperatorProcess;
-use octopus_e2e::scenario::{Scenario, spec, twin_config};
+use octopus_e2e::scenario::{Scenario, World, spec, twin_config};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -72,7 +72,7 @@ const UNUSED_BUT_NEEDED: &[(&str, &str, &str, &str)] = &[
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operator_uses_what_the_chart_grants_and_nothing_more() -> Result<()> {
-    let s = Scenario::start_without_operator("rbac", twin_config(false)).await?;
+    let s = Scenario::start_without_operator_in(World::Played, "rbac", twin_config(false)).await?;
     let audit_dir = s
         .cluster
         .kubeconfig()

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use k8s_openapi::api::batch::v1::Job;
 use octopus_e2e::operator_process::OperatorProcess;
-use octopus_e2e::scenario::{Scenario, condition, spec, twin_config};
+use octopus_e2e::scenario::{Scenario, World, condition, spec, twin_config};
 use octopus_e2e::twin::replay::invariants::{self, Expected, Strategy};
 use octopus_e2e::twin::replay::{Mark, Replay};
 use octopus_e2e::twin::{EventKind, TwinConfig};
@@ -214,7 +214,10 @@ impl Trial {
     /// leader election) running.
     async fn start(kind: Kind, seed: u64) -> Result<Self> {
         let upgrade = kind.upgrade();
-        let s = Scenario::start_without_operator(
+        // The played world: the trials' operator is an `OperatorProcess` on the host, which
+        // reaches the twin's load balancer, not pods in the node.
+        let s = Scenario::start_without_operator_in(
+            World::Played,
             &format!("trial-{}", kind.name()),
             TwinConfig {
                 seed,
