@@ -355,10 +355,10 @@ pub fn check_decision_properties(o: &Observed, d: &Decision) -> Result<(), TestC
     // keeps it closed. (A pod that runs nothing takes nothing out when it goes, whatever
     // the budget said: a generated observation may pair it with an open budget, which a
     // real disruption controller would not, as the pod counts as unhealthy.)
-    if let Some(Action::DeletePod(name)) = &d.action {
-        if !o.pods.iter().any(|p| p.name == *name && p.is_down()) {
-            prop_assert_eq!(o.evictions, Some(Evictions::None));
-        }
+    if let Some(Action::DeletePod(name)) = &d.action
+        && !o.pods.iter().any(|p| p.name == *name && p.is_down())
+    {
+        prop_assert_eq!(o.evictions, Some(Evictions::None));
     }
     if d.upgrade.as_ref().is_some_and(|u| u.finished_at.is_none()) {
         prop_assert!(
