@@ -89,7 +89,7 @@ demo: cluster-up tools
 bench:
 	$(TOOLS)/install-kubectl.sh >/dev/null
 	$(CARGO) build --release -p octopus-operator --bin octopus-operator
-	$(CARGO) bench -p octopus-e2e --bench operator
+	OCTOPUS_E2E_WORLD=$${OCTOPUS_E2E_WORLD:-played} $(CARGO) bench -p octopus-e2e --bench operator
 
 ## trials: reliability trials counted in figures (about 15 minutes; not in `make test` or
 ## CI): at least 50 SIGKILLs of the operator process mid-upgrade (one replica, and the
