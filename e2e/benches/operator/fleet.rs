@@ -15,15 +15,14 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
-use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use octopus_e2e::cluster::{TestCluster, TestNamespace};
-use octopus_e2e::scenario::{API_KEY, condition, install_crd, spec};
+use octopus_e2e::scenario::{condition, install_crd, spec};
 use octopus_e2e::twin::{GeneratorConfig, Twin, TwinConfig, TwinHandle};
 use octopus_operator::api::OctopusCluster;
 use serde_json::json;
 
-use crate::memory::{NODES, OperatorProcess, operator_binary};
+use crate::memory::{NODES, OperatorProcess, operator_binary, secrets};
 use crate::upgrades::{FROM, delete_clusters, timing};
 
 pub const DEFAULT_CLUSTERS: usize = 100;
@@ -243,7 +242,7 @@ async fn measure(
         .build()?;
     let binary_bytes = std::fs::metadata(binary)?.len();
     let image = newest_image(binary);
-    secrets(&ns.api(), clusters).await?;
+    secrets(&ns.api(), "fleet", clusters).await?;
 
     progress(&format!(
         "fleet: operator start, {clusters} clusters created"
@@ -338,35 +337,6 @@ fn newest_image(binary: &Path) -> Option<(PathBuf, u64)> {
 async fn apiserver_metrics(cluster: &TestCluster) -> Result<String> {
     let out = cluster.kubectl(["get", "--raw", "/metrics"]).await?.ok()?;
     Ok(out.stdout)
-}
-
-/// The API key and master key, and one database per cluster (the twin keys an
-/// installation by its database).
-async fn secrets(api: &Api<Secret>, clusters: usize) -> Result<()> {
-    let secret = |name: String, data: serde_json::Value| -> Result<Secret> {
-        Ok(serde_json::from_value(json!({
-            "apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": name},
-            "stringData": data,
-        }))?)
-    };
-    api.create(
-        &PostParams::default(),
-        &secret(
-            "octopus".into(),
-            json!({"masterKey": "6EdU6IWsCtMEwk0kPKflQQ==", "apiKey": API_KEY}),
-        )?,
-    )
-    .await?;
-    for i in 0..clusters {
-        let db = format!("Server=mssql;Database=Octopus-fleet-{i};User Id=octopus;Password=bench");
-        api.create(
-            &PostParams::default(),
-            &secret(format!("octopus-db-{i}"), json!({"connectionString": db}))?,
-        )
-        .await?;
-    }
-    Ok(())
 }
 
 async fn create(api: &Api<OctopusCluster>, clusters: usize) -> Result<()> {

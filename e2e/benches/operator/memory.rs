@@ -288,7 +288,7 @@ async fn phases(
     twin: &TwinHandle,
 ) -> Result<Vec<Phase>> {
     let api: Api<OctopusCluster> = ns.api();
-    secrets(&ns.api()).await?;
+    secrets(&ns.api(), "bench", CLUSTERS).await?;
     let mut operator = OperatorProcess::spawn(binary, cluster.kubeconfig(), ns.name(), twin)?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
@@ -337,8 +337,8 @@ async fn phases(
 }
 
 /// The shared API key and master key, and one database per cluster (the twin keys an
-/// installation by its database).
-async fn secrets(api: &Api<Secret>) -> Result<()> {
+/// installation by its database): `Octopus-<prefix>-<i>`, `clusters` of them.
+pub async fn secrets(api: &Api<Secret>, prefix: &str, clusters: usize) -> Result<()> {
     let secret = |name: String, data: serde_json::Value| -> Result<Secret> {
         Ok(serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "Secret",
@@ -354,8 +354,9 @@ async fn secrets(api: &Api<Secret>) -> Result<()> {
         )?,
     )
     .await?;
-    for i in 0..CLUSTERS {
-        let db = format!("Server=mssql;Database=Octopus-bench-{i};User Id=octopus;Password=bench");
+    for i in 0..clusters {
+        let db =
+            format!("Server=mssql;Database=Octopus-{prefix}-{i};User Id=octopus;Password=bench");
         api.create(
             &PostParams::default(),
             &secret(format!("octopus-db-{i}"), json!({"connectionString": db}))?,
