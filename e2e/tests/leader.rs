@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
-use octopus_e2e::operator_process::{OperatorProcess, sample};
+use octopus_e2e::operator_process::{OperatorProcess, lease_holder, sample};
 use octopus_e2e::scenario::{Scenario, World, must, spec, twin_config};
 use octopus_e2e::twin::replay::{Mark, Replay};
 use serde_json::json;
@@ -36,13 +36,7 @@ async fn replica(s: &Scenario, identity: &str) -> OperatorProcess {
 }
 
 async fn holder(leases: &Api<Lease>) -> Option<String> {
-    leases
-        .get_opt(LEASE)
-        .await
-        .ok()
-        .flatten()
-        .and_then(|l| l.spec)
-        .and_then(|spec| spec.holder_identity)
+    lease_holder(leases, LEASE).await
 }
 
 async fn wait_holder(leases: &Api<Lease>, identity: &str, timeout: Duration) -> Duration {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
+use octopus_e2e::operator_process::lease_holder;
 
 use crate::trial::{Trial, step};
 
@@ -64,13 +65,7 @@ async fn replica(t: &mut Trial) -> Result<String> {
 }
 
 async fn holder(leases: &Api<Lease>) -> Option<String> {
-    leases
-        .get_opt(LEASE)
-        .await
-        .ok()
-        .flatten()
-        .and_then(|l| l.spec)
-        .and_then(|s| s.holder_identity)
+    lease_holder(leases, LEASE).await
 }
 
 /// Waits until a replica other than `not` holds the Lease (a kill's takeover).
